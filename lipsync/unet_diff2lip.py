@@ -1,0 +1,384 @@
+"""Diff2Lip's audio-conditioned UNet as a diffusers model.
+
+The network is a guided-diffusion UNet (Dhariwal & Nichol, 2021) working on 128x128 face crops, with
+an audio encoder over one 80x16 mel window whose pooled output is added to the timestep embedding
+(Mukhopadhyay et al., "Diff2Lip", WACV 2024). Module names follow the original checkpoint's key
+layout (``input_blocks.3.0.in_layers.2.weight`` ...), so converting the released weights is a checked
+one-to-one copy (see ``lipsync.convert``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+
+@dataclass
+class Diff2LipUNetOutput(BaseOutput):
+    """``sample``: (N, 6, H, W); channels 0:3 are the noise prediction, 3:6 the learned-variance logits."""
+
+    sample: torch.Tensor
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm computed in float32 and cast back, so fp16/bf16 models normalise like the original."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps)
+        return out.to(x.dtype)
+
+
+def norm32(channels: int) -> GroupNorm32:
+    return GroupNorm32(32, channels)
+
+
+def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: int = 10000) -> torch.Tensor:
+    """Sinusoidal embedding ``[cos(t f), sin(t f)]`` (cos first), f = exp(-ln(max_period) k / half).
+
+    timesteps: (N,) int or float; returns (N, dim) float32.
+    """
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(0, half, dtype=torch.float32, device=timesteps.device) / half
+    )
+    args = timesteps[:, None].float() * freqs[None]
+    embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        embedding = torch.cat([embedding, torch.zeros_like(embedding[:, :1])], dim=-1)
+    return embedding
+
+
+class EmbedSequential(nn.Sequential):
+    """A sequential container that hands the embedding only to the layers that take one (ResBlocks)."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        for layer in self:
+            x = layer(x, emb) if isinstance(layer, ResBlock) else layer(x)
+        return x
+
+
+class Resample(nn.Module):
+    """Nearest-neighbour x2 upsampling, or average-pool downsampling with a (possibly anisotropic) stride."""
+
+    def __init__(self, mode: str, stride: Union[int, Tuple[int, int]] = 2):
+        super().__init__()
+        self.mode = mode
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "up":
+            return F.interpolate(x, scale_factor=2, mode="nearest")
+        return F.avg_pool2d(x, kernel_size=self.stride, stride=self.stride)
+
+
+class ResBlock(nn.Module):
+    """Residual block: GN-SiLU-conv, + Linear(SiLU(emb)), GN-SiLU-Dropout-conv, skip (identity or 1x1).
+
+    With ``resample`` ("up"/"down") both branches are resampled between the first norm and conv.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        out_channels: int,
+        dropout: float = 0.0,
+        use_scale_shift_norm: bool = False,
+        resample: Optional[str] = None,
+        stride: Union[int, Tuple[int, int]] = 2,
+    ):
+        super().__init__()
+        self.use_scale_shift_norm = use_scale_shift_norm
+        self.in_layers = nn.Sequential(norm32(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.resample = Resample(resample, stride) if resample else None
+        self.emb_layers = nn.Sequential(
+            nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels)
+        )
+        self.out_layers = nn.Sequential(
+            norm32(out_channels),
+            nn.SiLU(),
+            nn.Dropout(p=dropout),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        )
+        if out_channels == channels:
+            self.skip_connection = nn.Identity()
+        else:
+            self.skip_connection = nn.Conv2d(channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        if self.resample is not None:
+            h = self.in_layers[:-1](x)
+            h = self.resample(h)
+            x = self.resample(x)
+            h = self.in_layers[-1](h)
+        else:
+            h = self.in_layers(x)
+        emb_out = self.emb_layers(emb).to(h.dtype)[..., None, None]  # (N, C or 2C, 1, 1)
+        if self.use_scale_shift_norm:
+            out_norm, out_rest = self.out_layers[0], self.out_layers[1:]
+            scale, shift = emb_out.chunk(2, dim=1)
+            h = out_rest(out_norm(h) * (1 + scale) + shift)
+        else:
+            h = self.out_layers(h + emb_out)
+        return self.skip_connection(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Spatial self-attention with guided-diffusion's legacy head layout (heads split before q/k/v).
+
+    qkv and proj_out are 1x1 Conv1d layers over the flattened (N, C, H*W) feature map.
+    """
+
+    def __init__(self, channels: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = norm32(channels)
+        self.qkv = nn.Conv1d(channels, channels * 3, 1)
+        self.proj_out = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, height, width = x.shape
+        flat = x.reshape(n, c, height * width)  # (N, C, T)
+        qkv = self.qkv(self.norm(flat))  # (N, 3C, T)
+        ch = c // self.num_heads
+        # legacy order: (N*heads, 3*ch, T), then q, k, v each (N*heads, ch, T)
+        q, k, v = qkv.reshape(n * self.num_heads, 3 * ch, height * width).split(ch, dim=1)
+        # scaled_dot_product_attention scales q.k by 1/sqrt(ch), the same as the original's ch^-1/4 on each
+        h = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        h = h.transpose(1, 2).reshape(n, c, height * width)
+        return (flat + self.proj_out(h)).reshape(n, c, height, width)
+
+
+class AudioEncoder(nn.Module):
+    """Encodes one mel window (N, 80, 16) into a (N, out_channels, 8, 8) feature map.
+
+    Conv1d over time (mel bins are channels) -> GN -> SiLU; the 64 conv channels become a spatial height
+    axis, giving (N, 1, 64, 16); then a small residual encoder whose down-sampling blocks use the
+    strides in ``down_strides``. Its ResBlocks receive a constant t = 0 embedding through their own MLP.
+    """
+
+    def __init__(
+        self,
+        audio_dim: int = 80,
+        init_spatial_dim: int = 64,
+        model_channels: int = 32,
+        channel_mult: Sequence[int] = (1, 2, 3, 4),
+        num_res_blocks: int = 2,
+        out_channels: int = 128,
+        time_embed_dim: int = 32,
+        down_strides: Sequence[Sequence[int]] = ((2, 1), (2, 1), (2, 2)),
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.time_embed_dim = time_embed_dim
+        self.time_embed = nn.Sequential(
+            nn.Linear(time_embed_dim, time_embed_dim), nn.SiLU(), nn.Linear(time_embed_dim, time_embed_dim)
+        )
+        self.input_block = nn.Sequential(
+            nn.Conv1d(audio_dim, init_spatial_dim, 3, padding=1), norm32(init_spatial_dim), nn.SiLU()
+        )
+        blocks = [nn.Conv2d(1, model_channels, 3, padding=1)]
+        ch = model_channels
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                blocks.append(EmbedSequential(ResBlock(ch, time_embed_dim, mult * model_channels, dropout)))
+                ch = mult * model_channels
+            if level != len(channel_mult) - 1:
+                stride = tuple(down_strides[level])
+                blocks.append(EmbedSequential(ResBlock(ch, time_embed_dim, ch, dropout, resample="down", stride=stride)))
+        # the first block is a plain conv: wrap it so that every element takes (x, emb)
+        self.encoder_blocks = nn.ModuleList([EmbedSequential(blocks[0]), *blocks[1:]])
+        self.middle_block = EmbedSequential(ResBlock(ch, time_embed_dim, out_channels, dropout))
+
+    def forward(self, mels: torch.Tensor) -> torch.Tensor:
+        # mels: (N, 80, 16) -> (N, 64, 16) -> (N, 1, 64, 16)
+        h = self.input_block(mels).unsqueeze(1)
+        t0 = torch.zeros(mels.shape[0], device=mels.device)
+        emb = self.time_embed(timestep_embedding(t0, self.time_embed_dim).to(self.time_embed[0].weight.dtype))
+        for block in self.encoder_blocks:
+            h = block(h, emb)
+        return self.middle_block(h, emb)  # (N, 128, 8, 8)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The UNet
+# ----------------------------------------------------------------------------------------------------
+
+
+class Diff2LipUNetModel(ModelMixin, ConfigMixin):
+    """Diff2Lip's UNet: predicts noise (and variance logits) for the lower half of a face crop.
+
+    Inputs at call time (all NCHW, images in [-1, 1]):
+        sample:      (N, 3, H, W) noisy frame x_t
+        timestep:    int / float, or (N,) tensor of original (un-respaced) timesteps
+        cond_image:  (N, 3, H, W) masked frame: top half the image, bottom half noise
+        mask:        (N, 1, H, W) 1 where the model generates (lower half), 0 elsewhere
+        reference:   (N, 3, H, W) reference frame of the same person
+        audio:       (N, 80, 16) mel window
+    Output: ``Diff2LipUNetOutput.sample`` (N, 6, H, W).
+    """
+
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(
+        self,
+        image_size: int = 128,
+        in_channels: int = 3,
+        model_channels: int = 128,
+        out_channels: int = 6,
+        num_res_blocks: int = 2,
+        attention_resolutions: Sequence[int] = (32, 16, 8),
+        channel_mult: Sequence[int] = (1, 1, 2, 3, 4),
+        dropout: float = 0.0,
+        num_heads: int = 4,
+        num_head_channels: int = 64,
+        use_scale_shift_norm: bool = False,
+        resblock_updown: bool = True,
+        audio_dim: int = 80,
+        audio_init_spatial_dim: int = 64,
+        audio_model_channels: int = 32,
+        audio_channel_mult: Sequence[int] = (1, 2, 3, 4),
+        audio_num_res_blocks: int = 2,
+        audio_out_channels: int = 128,
+        audio_time_embed_dim: int = 32,
+        audio_down_strides: Sequence[Sequence[int]] = ((2, 1), (2, 1), (2, 2)),
+    ):
+        super().__init__()
+        if not resblock_updown:
+            raise ValueError("only resblock_updown=True (Diff2Lip's setting) is implemented")
+        time_embed_dim = model_channels * 4
+        attention_ds = {image_size // res for res in attention_resolutions}
+
+        def heads(ch: int) -> int:
+            return ch // num_head_channels if num_head_channels != -1 else num_heads
+
+        def res(ch_in: int, ch_out: int, resample: Optional[str] = None) -> ResBlock:
+            return ResBlock(ch_in, time_embed_dim, ch_out, dropout, use_scale_shift_norm, resample)
+
+        # 1. timestep embedding
+        self.time_embed = nn.Sequential(
+            nn.Linear(model_channels, time_embed_dim), nn.SiLU(), nn.Linear(time_embed_dim, time_embed_dim)
+        )
+
+        # 2. encoder: noisy frame + masked frame + reference = 3 images
+        ch = model_channels
+        self.input_blocks = nn.ModuleList([EmbedSequential(nn.Conv2d(in_channels * 3, ch, 3, padding=1))])
+        skip_channels = [ch]
+        ds = 1
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                layers = [res(ch, mult * model_channels)]
+                ch = mult * model_channels
+                if ds in attention_ds:
+                    layers.append(AttentionBlock(ch, heads(ch)))
+                self.input_blocks.append(EmbedSequential(*layers))
+                skip_channels.append(ch)
+            if level != len(channel_mult) - 1:
+                self.input_blocks.append(EmbedSequential(res(ch, ch, "down")))
+                skip_channels.append(ch)
+                ds *= 2
+
+        # 3. middle
+        self.middle_block = EmbedSequential(res(ch, ch), AttentionBlock(ch, heads(ch)), res(ch, ch))
+
+        # 4. decoder: each block takes [h, skip] concatenated (h first)
+        self.output_blocks = nn.ModuleList([])
+        for level, mult in list(enumerate(channel_mult))[::-1]:
+            for i in range(num_res_blocks + 1):
+                layers = [res(ch + skip_channels.pop(), model_channels * mult)]
+                ch = model_channels * mult
+                if ds in attention_ds:
+                    layers.append(AttentionBlock(ch, heads(ch)))
+                if level and i == num_res_blocks:
+                    layers.append(res(ch, ch, "up"))
+                    ds //= 2
+                self.output_blocks.append(EmbedSequential(*layers))
+
+        # 5. head
+        self.out = nn.Sequential(norm32(ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
+
+        # 6. audio conditioning, pooled and added to the timestep embedding
+        self.audio_encoder = AudioEncoder(
+            audio_dim,
+            audio_init_spatial_dim,
+            audio_model_channels,
+            audio_channel_mult,
+            audio_num_res_blocks,
+            audio_out_channels,
+            audio_time_embed_dim,
+            audio_down_strides,
+            dropout,
+        )
+        self.audio_encoder_to_style = nn.Sequential(
+            norm32(audio_out_channels),
+            nn.SiLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(audio_out_channels, time_embed_dim, 1),
+        )
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: Union[torch.Tensor, float, int],
+        cond_image: torch.Tensor,
+        mask: torch.Tensor,
+        reference: torch.Tensor,
+        audio: torch.Tensor,
+        return_dict: bool = True,
+    ) -> Union[Diff2LipUNetOutput, Tuple[torch.Tensor]]:
+        n = sample.shape[0]
+        dtype = self.dtype
+
+        # 1. timesteps -> (N,) embedding, plus the audio style vector
+        timesteps = torch.as_tensor(timestep, device=sample.device)
+        if timesteps.ndim == 0:
+            timesteps = timesteps[None]
+        timesteps = timesteps.expand(n)
+        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(self.time_embed[0].weight.dtype))
+        audio_features = self.audio_encoder(audio.to(dtype))  # (N, 128, 8, 8)
+        style = self.audio_encoder_to_style(audio_features).flatten(1)  # (N, 4C)
+        emb = emb + style.to(emb.dtype)
+
+        # 2. the known upper half replaces x_t's, then [x_in, cond, ref] -> (N, 9, H, W)
+        x_in = sample * mask + (1 - mask) * cond_image
+        h = torch.cat([x_in, cond_image, reference], dim=1).to(dtype)
+
+        # 3. UNet
+        skips = []
+        for block in self.input_blocks:
+            h = block(h, emb)
+            skips.append(h)
+        h = self.middle_block(h, emb)
+        for block in self.output_blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+        out = self.out(h)  # (N, 6, H, W)
+
+        if not return_dict:
+            return (out,)
+        return Diff2LipUNetOutput(sample=out)
+
+    # ------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_original_checkpoint(cls, path_or_state_dict, **config_overrides) -> "Diff2LipUNetModel":
+        """Build a model from the original guided-diffusion-layout checkpoint (a ``.pt`` path or a dict).
+
+        Every key and shape is checked; ``CheckpointMismatchError`` lists what is missing or unexpected.
+        ``config_overrides`` set non-paper sizes, e.g. ``model_channels=32, num_res_blocks=1``.
+        """
+        from .convert import convert_original_checkpoint
+
+        return convert_original_checkpoint(path_or_state_dict, **config_overrides)
