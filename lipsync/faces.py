@@ -1,0 +1,726 @@
+"""Face detection, one-face tracking, box smoothing, cropping and paste-back.
+
+Data flow (Diff2Lip's ``generate.py`` order)::
+
+    frames (N, H, W, 3) uint8 RGB
+      -> detector.detect          one (k, 5) array per frame: x1, y1, x2, y2, score
+      -> select_main_face         (N, 4) boxes of ONE face + found mask
+      -> fill_missing             short gaps interpolated, valid mask
+      -> pad_boxes                (top, bottom, left, right) pixels, clipped to the frame
+      -> smooth_boxes             official forward-looking mean, integer truncation
+      -> crop_faces               (N, 128, 128, 3) uint8
+      ... pipeline ...
+      -> paste_faces              generated crops back into a copy of the frames
+
+Boxes are always ``(x1, y1, x2, y2)`` in pixels of the full frame, x2/y2 exclusive
+(``frame[y1:y2, x1:x2]``). Nothing heavy is imported or built at import time:
+face_alignment is imported when an :class:`S3FDDetector` is constructed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+import cv2
+import numpy as np
+
+from .errors import CheckpointMismatchError, NoFaceError, WeightsUnavailableError
+
+__all__ = [
+    "DETECTORS",
+    "FaceConfig",
+    "FaceDetector",
+    "OpenCVDetector",
+    "S3FDDetector",
+    "crop_faces",
+    "face_boxes",
+    "fill_missing",
+    "get_detector",
+    "mouth_alpha",
+    "pad_boxes",
+    "paste_faces",
+    "select_main_face",
+    "smooth_boxes",
+]
+
+
+@dataclass
+class FaceConfig:
+    """Constants of the face stage.
+
+    Attributes:
+        face_size: side of the square crops the model sees (Diff2Lip: 128).
+        pads: (top, bottom, left, right) pixels added to every detected box. Diff2Lip's
+            ``generate.py`` default and ``inference_single_video.sh`` both use (0, 0, 0, 0);
+            Wav2Lip uses (0, 10, 0, 0) to make sure the chin is inside the box.
+        smooth_window: frames averaged by :func:`smooth_boxes` (official: 5).
+        max_gap: longest run of frames without a face that :func:`fill_missing` bridges.
+        mask_fraction: generated fraction of the crop height, counted from the bottom
+            (Diff2Lip's ``face_hide_percentage``: 0.5, i.e. rows >= 64 of 128).
+        detector: name in :data:`DETECTORS`.
+    """
+
+    face_size: int = 128
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    smooth_window: int = 5
+    max_gap: int = 12
+    mask_fraction: float = 0.5
+    detector: str = "s3fd"
+
+
+# --------------------------------------------------------------------------------------
+# Detectors
+# --------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class FaceDetector(Protocol):
+    """Anything that finds faces in a batch of frames."""
+
+    def detect(self, frames: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Args: frames (N, H, W, 3) uint8 RGB.
+        Returns: N float arrays of shape (k, 5): x1, y1, x2, y2 (full-frame pixels), score;
+        k may be 0. Rows are sorted by descending score."""
+        ...
+
+
+def _as_frame_list(frames: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Check that frames are (H, W, 3) uint8 images and return them as a list."""
+    if isinstance(frames, np.ndarray) and frames.ndim == 3:
+        raise ValueError(
+            f"frames has shape {frames.shape}; pass a batch (N, H, W, 3), e.g. frames[None] "
+            "for a single image"
+        )
+    out = list(frames)
+    for frame in out:
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(
+                f"a frame has shape {frame.shape} and dtype {frame.dtype}; frames must be "
+                "(H, W, 3) uint8 RGB"
+            )
+    return out
+
+
+def _downscale(frame: np.ndarray, max_size: int) -> tuple[np.ndarray, float, float]:
+    """Shrink ``frame`` so that its longer side is <= max_size (never enlarge).
+
+    Returns the image and the factors (sx, sy) that map its pixel coordinates back to the
+    original frame (x_full = x_small * sx).
+    """
+    h, w = frame.shape[:2]
+    scale = min(1.0, max_size / max(h, w))
+    if scale >= 1.0:
+        return frame, 1.0, 1.0
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    small = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    return small, w / new_w, h / new_h
+
+
+def _to_frame_coords(dets: np.ndarray, sx: float, sy: float, shape: tuple[int, ...]) -> np.ndarray:
+    """Scale (k, 5) detections from a downscaled image back to the frame and clip them."""
+    dets = np.asarray(dets, dtype=np.float64).reshape(-1, 5).copy()
+    dets[:, [0, 2]] = np.clip(dets[:, [0, 2]] * sx, 0, shape[1])
+    dets[:, [1, 3]] = np.clip(dets[:, [1, 3]] * sy, 0, shape[0])
+    dets = dets[(dets[:, 2] > dets[:, 0]) & (dets[:, 3] > dets[:, 1])]
+    return dets[np.argsort(-dets[:, 4], kind="stable")]
+
+
+class S3FDDetector:
+    """face_alignment's S3FD detector (the one Wav2Lip and Diff2Lip use), run in batches.
+
+    Args:
+        device: "cpu", "cuda", "cuda:N" or "mps".
+        path_to_detector: a local ``s3fd-619a316812.pth`` (a plain state dict of
+            ``face_alignment.detection.sfd.net_s3fd.s3fd``). None downloads it once into the
+            torch hub cache (``$TORCH_HOME/hub/checkpoints``).
+        batch_size: frames per forward pass.
+        max_size: frames are downscaled so that their longer side is <= max_size before
+            detection; boxes are scaled back to full-frame pixels.
+        threshold: minimum score in [0, 1] of a kept box (face_alignment's default 0.5).
+
+    Raises:
+        WeightsUnavailableError: the weights cannot be downloaded or read.
+        CheckpointMismatchError: ``path_to_detector`` is not an S3FD state dict.
+    """
+
+    name = "s3fd"
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        path_to_detector: str | os.PathLike | None = None,
+        batch_size: int = 8,
+        max_size: int = 640,
+        threshold: float = 0.5,
+    ) -> None:
+        if not any(kind in str(device) for kind in ("cpu", "cuda", "mps")):
+            raise ValueError(f"device {device!r} is not supported by S3FD; use 'cpu', 'cuda' or 'mps'")
+        if batch_size < 1 or max_size < 32:
+            raise ValueError(f"batch_size must be >= 1 and max_size >= 32 (got {batch_size}, {max_size})")
+        try:
+            from face_alignment.detection.sfd.sfd_detector import SFDDetector
+        except ImportError as exc:
+            raise WeightsUnavailableError(
+                f"the S3FD face detector needs the face-alignment package ({exc}); "
+                "run 'pip install face-alignment', or choose the 'opencv' detector"
+            ) from exc
+
+        self.device = str(device)
+        self.batch_size = batch_size
+        self.max_size = max_size
+        path = None if path_to_detector is None else os.fspath(path_to_detector)
+        try:
+            self._detector = SFDDetector(self.device, path_to_detector=path, filter_threshold=threshold)
+        except OSError as exc:  # urllib's URLError and socket timeouts are OSErrors
+            if path is None:
+                reason = getattr(exc, "reason", None) or exc
+                raise WeightsUnavailableError(
+                    f"could not download the S3FD face-detector weights ({reason}); "
+                    "connect to the internet once, or choose the 'opencv' detector"
+                ) from exc
+            raise WeightsUnavailableError(
+                f"could not read the S3FD weights file {path} ({exc}); check the path, or pass "
+                "path_to_detector=None to download the weights, or choose the 'opencv' detector"
+            ) from exc
+        except (RuntimeError, pickle.UnpicklingError, KeyError) as exc:
+            if path is None:
+                raise
+            raise CheckpointMismatchError(
+                f"{path} is not an S3FD state dict ({str(exc).splitlines()[0]}); pass face-alignment's "
+                "s3fd-619a316812.pth, or path_to_detector=None to download it"
+            ) from exc
+
+    def detect(self, frames: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Detect faces.
+
+        Args:
+            frames: (N, H, W, 3) uint8 RGB, all of the same size.
+        Returns:
+            N float64 arrays (k, 5): x1, y1, x2, y2 in full-frame pixels, score in [0, 1].
+        """
+        import torch
+
+        frames = _as_frame_list(frames)
+        results: list[np.ndarray] = []
+        for start in range(0, len(frames), self.batch_size):
+            batch = frames[start : start + self.batch_size]
+            smalls, scales = [], []
+            for frame in batch:
+                small, sx, sy = _downscale(frame, self.max_size)
+                smalls.append(small)
+                scales.append((sx, sy))
+            tensor = torch.from_numpy(np.stack(smalls)).permute(0, 3, 1, 2).float()  # (B, 3, h, w) RGB 0..255
+            per_frame = self._detector.detect_from_batch(tensor)
+            for dets, (sx, sy), frame in zip(per_frame, scales, batch):
+                rows = np.asarray(dets, dtype=np.float64).reshape(-1, 5)
+                results.append(_to_frame_coords(rows, sx, sy, frame.shape))
+        return results
+
+
+def _find_cascade() -> tuple[str, object]:
+    """Return (backend, classifier) for the download-free frontal-face cascade.
+
+    OpenCV 4.x wheels ship ``haarcascade_frontalface_default.xml`` in ``cv2.data.haarcascades``
+    and have ``cv2.CascadeClassifier``. OpenCV 5 moved cascades out of the main wheel (no
+    ``CascadeClassifier``, an empty ``cv2/data``); there we evaluate OpenCV's own
+    ``lbpcascade_frontalface_opencv.xml``, which scikit-image (a dependency of face-alignment)
+    bundles, with ``skimage.feature.Cascade``.
+    """
+    haar_dir = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    if hasattr(cv2, "CascadeClassifier") and haar_dir:
+        xml = os.path.join(haar_dir, "haarcascade_frontalface_default.xml")
+        if os.path.isfile(xml):
+            classifier = cv2.CascadeClassifier(xml)
+            if not classifier.empty():
+                return "cv2", classifier
+    try:
+        import skimage.data
+        from skimage.feature import Cascade
+    except ImportError:
+        pass
+    else:
+        xml = os.path.join(os.path.dirname(skimage.data.__file__), "lbpcascade_frontalface_opencv.xml")
+        if os.path.isfile(xml):
+            return "skimage", Cascade(xml)
+    raise WeightsUnavailableError(
+        f"no bundled OpenCV face cascade was found (OpenCV {cv2.__version__} has no "
+        "haarcascade_frontalface_default.xml and scikit-image is missing); "
+        "run 'pip install scikit-image' or 'pip install \"opencv-python-headless<5\"', "
+        "or choose the 's3fd' detector"
+    )
+
+
+def _merge_nested(rects: np.ndarray, counts: np.ndarray, overlap: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Merge cascade rectangles (k, 4) x, y, w, h whose intersection covers >= ``overlap``
+    of the smaller one (a face found at two scales or positions). Each group becomes the mean
+    of its members of at least half the largest member's area; counts are summed."""
+    k = len(rects)
+    parent = list(range(k))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    x1, y1 = rects[:, 0], rects[:, 1]
+    x2, y2 = x1 + rects[:, 2], y1 + rects[:, 3]
+    area = rects[:, 2] * rects[:, 3]
+    for i in range(k):
+        for j in range(i + 1, k):
+            iw = min(x2[i], x2[j]) - max(x1[i], x1[j])
+            ih = min(y2[i], y2[j]) - max(y1[i], y1[j])
+            if iw > 0 and ih > 0 and iw * ih >= overlap * min(area[i], area[j]):
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(k):
+        groups.setdefault(root(i), []).append(i)
+    merged, scores = [], []
+    for members in groups.values():
+        members = np.array(members)
+        # a hit nested inside a much larger one is a part of that face (eye, mouth): drop it
+        big = members[area[members] >= 0.5 * area[members].max()]
+        merged.append(rects[big].mean(axis=0))
+        scores.append(counts[members].sum())
+    return np.array(merged, dtype=np.float64).reshape(-1, 4), np.array(scores, dtype=np.float64)
+
+
+class OpenCVDetector:
+    """Download-free frontal-face detector built on OpenCV's bundled cascade models.
+
+    Backend: ``cv2.CascadeClassifier`` with ``haarcascade_frontalface_default.xml`` where the
+    installed OpenCV ships it (4.x); otherwise OpenCV's ``lbpcascade_frontalface_opencv.xml``
+    evaluated by scikit-image (OpenCV 5 dropped the cascades from its wheel).
+
+    Box mapping: a cascade box is a tight square from mid-forehead to the lower lip / chin
+    tip. S3FD boxes reach a little lower, so the square (x, y, w, h) is mapped to
+    ``(x, y + 0.05*h, x + w, y + 1.15*h)``: the top moves down 5 % and the bottom is extended
+    by 15 % of the side so that the chin is inside the box (the engine's pads come on top).
+
+    Args:
+        min_size_frac: smallest face side searched, as a fraction of the shorter frame side.
+        scale_factor: step between search scales (> 1; smaller finds more, runs slower).
+        min_neighbors: overlapping raw hits a face needs (higher rejects more false positives).
+        max_size: frames are downscaled so that their longer side is <= max_size.
+
+    Scores are the cascade's neighbour counts (cv2 backend) or the number of merged hits
+    (scikit-image backend); they are >= 1 and only meaningful for ranking within a frame.
+    """
+
+    name = "opencv"
+
+    def __init__(
+        self,
+        min_size_frac: float = 0.1,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        max_size: int = 640,
+    ) -> None:
+        if not 0 < min_size_frac < 1 or scale_factor <= 1 or max_size < 32:
+            raise ValueError(
+                "need 0 < min_size_frac < 1, scale_factor > 1 and max_size >= 32 "
+                f"(got {min_size_frac}, {scale_factor}, {max_size})"
+            )
+        self.min_size_frac = min_size_frac
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        self.max_size = max_size
+        self.backend, self._cascade = _find_cascade()
+
+    def _rects(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw cascade rectangles (k, 4) x, y, w, h and their counts on a grey image."""
+        h, w = gray.shape
+        side = max(8, int(self.min_size_frac * min(h, w)))
+        if self.backend == "cv2":
+            rects, counts = self._cascade.detectMultiScale2(
+                gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(side, side)
+            )
+            rects = np.asarray(rects, dtype=np.float64).reshape(-1, 4)
+            counts = np.asarray(counts, dtype=np.float64).reshape(-1)
+        else:
+            hits = self._cascade.detect_multi_scale(
+                img=gray,
+                scale_factor=self.scale_factor,
+                step_ratio=1,
+                min_size=(side, side),
+                max_size=(min(h, w), min(h, w)),
+                min_neighbor_number=self.min_neighbors,
+            )
+            rects = np.array([[d["c"], d["r"], d["width"], d["height"]] for d in hits], dtype=np.float64)
+            rects = rects.reshape(-1, 4)
+            counts = np.ones(len(rects))
+        return _merge_nested(rects, counts)
+
+    def detect(self, frames: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Detect frontal faces.
+
+        Args:
+            frames: (N, H, W, 3) uint8 RGB.
+        Returns:
+            N float64 arrays (k, 5): x1, y1, x2, y2 in full-frame pixels (S3FD-like, see the
+            class docstring), score >= 1.
+        """
+        results = []
+        for frame in _as_frame_list(frames):
+            small, sx, sy = _downscale(frame, self.max_size)
+            gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+            rects, scores = self._rects(gray)
+            x, y, w, h = rects.T
+            dets = np.stack([x, y + 0.05 * h, x + w, y + 1.15 * h, scores], axis=1)
+            results.append(_to_frame_coords(dets, sx, sy, frame.shape))
+        return results
+
+
+DETECTORS: dict[str, type] = {"s3fd": S3FDDetector, "opencv": OpenCVDetector}
+
+
+def get_detector(name: str = "s3fd", device: str = "cpu", **kwargs) -> FaceDetector:
+    """Build a detector by name.
+
+    Args:
+        name: a key of :data:`DETECTORS` ("s3fd": accurate, downloads weights once;
+            "opencv": download-free cascade, frontal faces only).
+        device: torch device for "s3fd"; ignored by "opencv".
+        **kwargs: passed to the detector's constructor.
+    """
+    key = name.strip().lower()
+    if key not in DETECTORS:
+        raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    if key == "s3fd":
+        return S3FDDetector(device=device, **kwargs)
+    return DETECTORS[key](**kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# Tracking one face, filling gaps, smoothing
+# --------------------------------------------------------------------------------------
+
+
+def _area(boxes: np.ndarray) -> np.ndarray:
+    return np.clip(boxes[..., 2] - boxes[..., 0], 0, None) * np.clip(boxes[..., 3] - boxes[..., 1], 0, None)
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = iw * ih
+    return inter / np.maximum(_area(box) + _area(boxes) - inter, 1e-9)
+
+
+def select_main_face(
+    detections: Sequence[np.ndarray], max_jump: float = 0.5, reacquire_after: int = 25
+) -> tuple[np.ndarray, np.ndarray]:
+    """Follow ONE face through the video.
+
+    The main face is the largest box on the first frame with any face. In each later frame
+    the candidate closest to the last chosen box is taken: candidates must overlap it (IoU > 0)
+    or have their centre within ``max_jump`` x its side of its centre; among those the
+    highest IoU wins, then the smallest centre distance. A frame with faces but none close
+    enough counts as "main face not found". After ``reacquire_after`` consecutive such frames
+    the track is lost and the largest face is taken again.
+
+    Args:
+        detections: N arrays (k, 4+) of x1, y1, x2, y2[, score] per frame; k may be 0.
+        max_jump: allowed centre jump between chosen boxes, in units of the previous box size.
+        reacquire_after: frames without the main face before switching to the largest face.
+    Returns:
+        boxes: (N, 4) float64; NaN where no face was chosen.
+        found: (N,) bool.
+    """
+    n = len(detections)
+    boxes = np.full((n, 4), np.nan)
+    found = np.zeros(n, dtype=bool)
+    last: np.ndarray | None = None
+    lost = 0
+    for i, dets in enumerate(detections):
+        cand = np.asarray(dets, dtype=np.float64).reshape(len(dets), -1)[:, :4] if len(dets) else np.empty((0, 4))
+        cand = cand[_area(cand) > 0]
+        if len(cand) == 0:
+            lost += 1
+            continue
+        if last is None or lost >= reacquire_after:
+            pick = int(np.argmax(_area(cand)))
+        else:
+            iou = _iou(last, cand)
+            size = max(last[2] - last[0], last[3] - last[1])
+            centre = (last[:2] + last[2:]) / 2
+            dist = np.linalg.norm((cand[:, :2] + cand[:, 2:]) / 2 - centre, axis=1) / size
+            ok = (iou > 0) | (dist <= max_jump)
+            if not ok.any():
+                lost += 1
+                continue
+            order = np.lexsort((dist, -iou))  # primary: IoU descending, then distance
+            pick = int(next(j for j in order if ok[j]))
+        boxes[i] = cand[pick]
+        found[i] = True
+        last = cand[pick]
+        lost = 0
+    return boxes, found
+
+
+def fill_missing(
+    boxes: np.ndarray, found: np.ndarray, max_gap: int = 12, source: str = "the video"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bridge short detection gaps.
+
+    Runs of at most ``max_gap`` missing frames that have a found frame on both sides are
+    linearly interpolated. Longer gaps and leading/trailing missing frames stay invalid: the
+    engine passes them through unchanged. So that every frame still has a usable box, invalid
+    frames get the nearest valid box as a placeholder.
+
+    Args:
+        boxes: (N, 4) float x1, y1, x2, y2; rows where ``found`` is False are ignored.
+        found: (N,) bool.
+        max_gap: longest gap (in frames) that is interpolated; 0 disables it.
+        source: name of the video, for the error message.
+    Returns:
+        boxes: (N, 4) float64, finite everywhere.
+        valid: (N,) bool, True on found and interpolated frames.
+    Raises:
+        NoFaceError: no frame has a face.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    found = np.asarray(found, dtype=bool).reshape(-1)
+    if len(found) != len(boxes):
+        raise ValueError(f"boxes has {len(boxes)} rows but found has {len(found)} entries")
+    idx = np.flatnonzero(found)
+    if len(idx) == 0:
+        raise NoFaceError(
+            f"no face was found in any frame of {source}; use a clip where the face is visible "
+            "and frontal, or try the other detector"
+        )
+    out = boxes.copy()
+    valid = found.copy()
+    for a, b in zip(idx[:-1], idx[1:]):
+        gap = b - a - 1
+        if 0 < gap <= max_gap:
+            t = (np.arange(a + 1, b) - a)[:, None] / (b - a)
+            out[a + 1 : b] = (1 - t) * boxes[a] + t * boxes[b]
+            valid[a + 1 : b] = True
+    # placeholders for invalid frames: the nearest valid box (earlier one on ties)
+    vidx = np.flatnonzero(valid)
+    for i in np.flatnonzero(~valid):
+        j = np.searchsorted(vidx, i)
+        left = vidx[j - 1] if j > 0 else None
+        right = vidx[j] if j < len(vidx) else None
+        near = left if right is None or (left is not None and i - left <= right - i) else right
+        out[i] = out[near]
+    return out, valid
+
+
+def _runs(valid: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) index ranges of consecutive True values."""
+    edges = np.diff(np.concatenate([[0], valid.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
+def smooth_boxes(
+    boxes: np.ndarray, window: int = 5, valid: np.ndarray | None = None, official: bool = True
+) -> np.ndarray:
+    """Temporal smoothing of boxes, applied separately to every run of valid frames.
+
+    ``official=True`` reproduces Diff2Lip/Wav2Lip ``get_smoothened_boxes`` on integer boxes:
+    sequentially, box i becomes the mean of boxes i..i+window-1 (forward-looking); the last
+    window-1 boxes use the final ``window`` boxes, some of which were already smoothed; every
+    mean is written back into the int array (truncation). Runs shorter than ``window`` use the
+    whole run (the official slice would start at a negative index and wrap around).
+
+    ``official=False`` is a centred moving average in float (no lag, no truncation; the
+    window shrinks at run ends).
+
+    Args:
+        boxes: (N, 4) x1, y1, x2, y2 pixels (official mode truncates them to int first).
+        window: frames per mean, >= 1.
+        valid: (N,) bool; invalid frames are returned unchanged and split the runs.
+    Returns:
+        (N, 4) int64 (official) or float64 boxes; a new array.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1 (got {window})")
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    n = len(boxes)
+    valid = np.ones(n, dtype=bool) if valid is None else np.asarray(valid, dtype=bool).reshape(-1)
+    if official:
+        out = boxes.astype(np.int64)  # copy; truncation like the detector's int boxes
+        for start, stop in _runs(valid):
+            run = out[start:stop]  # view: the means are written back in place, as in the original
+            m = len(run)
+            for i in range(m):
+                win = run[max(m - window, 0) :] if i + window > m else run[i : i + window]
+                run[i] = np.mean(win, axis=0)
+        return out
+    out = boxes.astype(np.float64)
+    src = out.copy()
+    half = window // 2
+    for start, stop in _runs(valid):
+        for i in range(start, stop):
+            lo, hi = max(start, i - half), min(stop, i - half + window)
+            out[i] = src[lo:hi].mean(axis=0)
+    return out
+
+
+def pad_boxes(
+    boxes: np.ndarray, pads: Sequence[int] = (0, 0, 0, 0), frame_shape: Sequence[int] = ()
+) -> np.ndarray:
+    """Grow boxes by (top, bottom, left, right) pixels and clip them to the frame.
+
+    Args:
+        boxes: (N, 4) or (4,) x1, y1, x2, y2 pixels.
+        pads: (top, bottom, left, right) pixels; Diff2Lip uses (0, 0, 0, 0), Wav2Lip (0, 10, 0, 0).
+        frame_shape: (H, W), (H, W, 3) or (N, H, W, 3) of the frames.
+    Returns:
+        boxes of the same shape and dtype (float results are not rounded).
+    """
+    if len(frame_shape) < 2:
+        raise ValueError("frame_shape must give the frame height and width, e.g. frames.shape")
+    h, w = (frame_shape[-3], frame_shape[-2]) if len(frame_shape) >= 3 else (frame_shape[0], frame_shape[1])
+    top, bottom, left, right = pads
+    boxes = np.asarray(boxes)
+    out = boxes.copy()
+    out[..., 0] = np.clip(boxes[..., 0] - left, 0, w)
+    out[..., 1] = np.clip(boxes[..., 1] - top, 0, h)
+    out[..., 2] = np.clip(boxes[..., 2] + right, 0, w)
+    out[..., 3] = np.clip(boxes[..., 3] + bottom, 0, h)
+    return out
+
+
+def face_boxes(
+    frames: np.ndarray, detector: FaceDetector, config: FaceConfig | None = None, source: str = "the video"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Detect, track, fill, pad and smooth: the face boxes the engine crops with.
+
+    Args:
+        frames: (N, H, W, 3) uint8 RGB.
+        detector: any :class:`FaceDetector`.
+        config: pads, smooth_window and max_gap are used.
+        source: name of the video, for error messages.
+    Returns:
+        boxes: (N, 4) int64 x1, y1, x2, y2 (placeholders on invalid frames).
+        valid: (N,) bool; frames to lip-sync.
+    Raises:
+        NoFaceError: no frame has a face.
+    """
+    config = config or FaceConfig()
+    detections = detector.detect(frames)
+    boxes, found = select_main_face(detections)
+    boxes, valid = fill_missing(boxes, found, max_gap=config.max_gap, source=source)
+    boxes = pad_boxes(boxes, config.pads, np.shape(frames))
+    boxes = smooth_boxes(boxes, config.smooth_window, valid=valid, official=True)
+    bad = valid & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
+    return boxes, valid & ~bad
+
+
+# --------------------------------------------------------------------------------------
+# Crop and paste back
+# --------------------------------------------------------------------------------------
+
+
+def _int_box(box: np.ndarray, where: str) -> tuple[int, int, int, int]:
+    x1, y1, x2, y2 = (int(v) for v in box)
+    if x2 <= x1 or y2 <= y1:
+        raise ValueError(f"{where}: box {(x1, y1, x2, y2)} is empty; boxes are (x1, y1, x2, y2) with x2 > x1, y2 > y1")
+    return x1, y1, x2, y2
+
+
+def crop_faces(frames: np.ndarray, boxes: np.ndarray, size: int = 128) -> np.ndarray:
+    """Official crop: ``cv2.resize(frame[y1:y2, x1:x2], (size, size))`` (INTER_LINEAR).
+
+    Args:
+        frames: (N, H, W, 3) uint8 RGB.
+        boxes: (N, 4) x1, y1, x2, y2; truncated to int.
+        size: output side in pixels.
+    Returns:
+        faces (N, size, size, 3) uint8.
+    """
+    if len(frames) != len(boxes):
+        raise ValueError(f"{len(frames)} frames but {len(boxes)} boxes; pass one box per frame")
+    faces = np.empty((len(frames), size, size, 3), dtype=np.uint8)
+    for i, (frame, box) in enumerate(zip(frames, boxes)):
+        x1, y1, x2, y2 = _int_box(box, f"frame {i}")
+        faces[i] = cv2.resize(frame[y1:y2, x1:x2], (size, size), interpolation=cv2.INTER_LINEAR)
+    return faces
+
+
+def _ramp(distance: np.ndarray, width: int) -> np.ndarray:
+    """Smoothstep from 0 to 1 over ``width`` pixels; distance 0 is the first pixel inside."""
+    t = np.clip((distance + 0.5) / width, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def mouth_alpha(height: int, width: int, feather: float = 0.1, mask_fraction: float = 0.5) -> np.ndarray:
+    """Blend weights of the generated crop inside a box of ``height`` x ``width`` pixels.
+
+    Rows above ``height - int(height * mask_fraction)`` (the upper half for 0.5) get exactly 0.
+    Below that line the weight rises with a smoothstep over ``max(1, round(feather * height))``
+    rows, and falls the same way toward the bottom edge and over ``max(1, round(feather *
+    width))`` columns toward the left and right edges; elsewhere it is exactly 1.
+
+    Returns:
+        (height, width) float64 in [0, 1].
+    """
+    top = height - int(height * mask_fraction)
+    fy, fx = max(1, round(feather * height)), max(1, round(feather * width))
+    rows = np.arange(height)
+    cols = np.arange(width)
+    a_rows = np.where(rows >= top, _ramp(rows - top, fy) * _ramp(height - 1 - rows, fy), 0.0)
+    a_cols = _ramp(cols, fx) * _ramp(width - 1 - cols, fx)
+    return a_rows[:, None] * a_cols[None, :]
+
+
+def paste_faces(
+    frames: np.ndarray,
+    boxes: np.ndarray,
+    faces: np.ndarray,
+    valid: np.ndarray | None = None,
+    mode: str = "mouth",
+    feather: float = 0.1,
+    mask_fraction: float = 0.5,
+) -> np.ndarray:
+    """Put generated crops back into a copy of the frames.
+
+    mode "box" (official): the whole crop is resized (cv2 INTER_LINEAR) to the box and
+    overwrites it.
+    mode "mouth" (default): only the generated lower part of the crop is blended in with
+    :func:`mouth_alpha` weights (0 on the upper half, smooth ramps of ``feather`` x box
+    height / width below the midline and toward the bottom/left/right edges), so the rest of
+    the face keeps the source's full resolution. Pixels outside the box and in its upper half
+    are exactly the source pixels.
+
+    Args:
+        frames: (N, H, W, 3) uint8 RGB; not modified.
+        boxes: (N, 4) x1, y1, x2, y2 used for the crops; truncated to int.
+        faces: (N, S, S, 3) uint8 generated crops.
+        valid: (N,) bool; frames with False are returned untouched. None: all True.
+        mode: "mouth" or "box".
+        feather: seam width as a fraction of the box size (mouth mode), e.g. 0.1 of a
+            200-pixel box is 20 pixels.
+        mask_fraction: generated fraction of the crop height, from the bottom (Diff2Lip: 0.5).
+    Returns:
+        new frames (N, H, W, 3) uint8.
+    """
+    if mode not in ("mouth", "box"):
+        raise ValueError(f"unknown paste mode {mode!r}; use 'mouth' or 'box'")
+    n = len(frames)
+    if not (len(boxes) == len(faces) == n):
+        raise ValueError(f"{n} frames, {len(boxes)} boxes and {len(faces)} faces; pass one of each per frame")
+    faces = np.asarray(faces)
+    if faces.dtype != np.uint8 or faces.ndim != 4 or faces.shape[-1] != 3:
+        raise ValueError(f"faces has shape {faces.shape} and dtype {faces.dtype}; expected (N, S, S, 3) uint8")
+    valid = np.ones(n, dtype=bool) if valid is None else np.asarray(valid, dtype=bool).reshape(-1)
+    out = np.array(frames, dtype=np.uint8, copy=True)
+    for i in np.flatnonzero(valid):
+        x1, y1, x2, y2 = _int_box(boxes[i], f"frame {i}")
+        h, w = y2 - y1, x2 - x1
+        generated = cv2.resize(faces[i], (w, h), interpolation=cv2.INTER_LINEAR)
+        if mode == "box":
+            out[i, y1:y2, x1:x2] = generated
+            continue
+        top = h - int(h * mask_fraction)
+        alpha = mouth_alpha(h, w, feather, mask_fraction)[top:, :, None]
+        region = out[i, y1 + top : y2, x1:x2].astype(np.float64)
+        blended = region + alpha * (generated[top:].astype(np.float64) - region)
+        out[i, y1 + top : y2, x1:x2] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return out
