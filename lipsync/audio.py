@@ -79,7 +79,7 @@ def load_audio(path: str | Path, sample_rate: int = DEFAULT_AUDIO.sample_rate) -
         sample_rate: output rate in Hz; ffmpeg resamples (default swr resampler) when the source differs.
 
     Returns:
-        wav: (num_samples,) float32 in [-1, 1]; channels are mixed down (ffmpeg ``-ac 1``). For a mono
+        wav: (num_samples,) float32 in [-1, 1]; channels are averaged (like librosa's ``to_mono``). For a mono
         16-bit file already at ``sample_rate`` the samples are bit-identical to int16 / 32768, i.e. to
         ``librosa.load(path, sr=sample_rate)`` as used by the reference.
 
@@ -89,15 +89,20 @@ def load_audio(path: str | Path, sample_rate: int = DEFAULT_AUDIO.sample_rate) -
     """
     path = Path(path)
     streams = probe_streams(path, what="an audio or video file")
-    if not any(s.get("codec_type") == "audio" for s in streams):
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    if audio is None:
         raise NoAudioError(
             f"{path.name} has no audio track; upload a file with speech, e.g. wav/mp3/m4a"
         )
+    # Keep every channel and average them here: ffmpeg's own "-ac 1" downmix scales stereo by 1/sqrt(2)
+    # per channel, whereas the reference (librosa) takes the plain mean. Resampling is linear, so
+    # resample-then-average equals average-then-resample.
+    channels = max(1, int(audio.get("channels") or 1))
     cmd = [
         find_ffmpeg(), "-nostdin", "-hide_banner", "-v", "error",
         "-i", str(path),
         "-map", "0:a:0", "-vn", "-sn", "-dn",
-        "-ac", "1", "-ar", str(int(sample_rate)),
+        "-ac", str(channels), "-ar", str(int(sample_rate)),
         "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1",
     ]
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
@@ -108,7 +113,9 @@ def load_audio(path: str | Path, sample_rate: int = DEFAULT_AUDIO.sample_rate) -
             "upload an audio or video file ffmpeg can read (e.g. wav/mp3/m4a/mp4)"
         )
     # s16 -> f32 conversion in ffmpeg is an exact division by 32768, so 16-bit sources stay bit-identical.
-    wav = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    samples = np.frombuffer(proc.stdout, dtype="<f4")
+    samples = samples[: len(samples) - len(samples) % channels].reshape(-1, channels)  # (num_samples, channels)
+    wav = samples[:, 0].copy() if channels == 1 else samples.mean(axis=1, dtype=np.float32)
     if wav.size == 0:
         raise NoAudioError(
             f"{path.name} has an audio track with no samples; upload a file with speech, e.g. wav/mp3/m4a"
