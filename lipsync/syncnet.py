@@ -314,6 +314,18 @@ def resample_frame_indices(n_frames: int, fps: float, target_fps: float = SYNCNE
     return np.minimum(np.floor(np.arange(n_out) * fps / target_fps + 0.5).astype(np.int64), n_frames - 1)
 
 
+def smooth_face_track(boxes: np.ndarray, kernel_size: int = 13) -> np.ndarray:
+    """The recipe's track smoothing: (N, 4) x1,y1,x2,y2 → (N, 4) square boxes of half-size
+    s = max(w, h)/2 around the box centre, with s, cx and cy each median-filtered over ``kernel_size``
+    frames (scipy.signal.medfilt, zero-padded ends as in syncnet_python's run_pipeline)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    half = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / 2
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    half, cx, cy = (scipy.signal.medfilt(v, kernel_size=kernel_size) for v in (half, cx, cy))
+    return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1)
+
+
 def crop_syncnet_faces(
     frames: np.ndarray,
     boxes: np.ndarray,
@@ -324,25 +336,29 @@ def crop_syncnet_faces(
     """The recipe's face-track crop (syncnet_python run_pipeline): (N, H, W, 3) frames + (N, 4) x1,y1,x2,y2
     boxes → (N, size, size, 3) crops, same dtype/channel order as ``frames``.
 
-    Box half-size s = max(w, h)/2 and centre are median-filtered over 13 frames when ``smooth``; the
-    frame is padded by int(s·(1 + 2·crop_scale)) with value 110; the crop spans rows
-    [cy − s, cy + s·(1 + 2·crop_scale)) and columns cx ± s·(1 + crop_scale), resized (bilinear) to size².
+    With ``smooth`` the boxes first go through :func:`smooth_face_track` (pass ``smooth=False`` with boxes
+    already smoothed over the whole track when cropping chunk by chunk). With s = max(w, h)/2 and the box
+    centre (cx, cy), the frame is padded by int(s·(1 + 2·crop_scale)) with value 110 and the crop spans rows
+    [cy − s, cy + s·(1 + 2·crop_scale)) and columns cx ± s·(1 + crop_scale) (more room below the face for
+    the mouth and chin), resized bilinearly to size².
     """
     boxes = np.asarray(boxes, dtype=np.float64)
     if len(frames) != len(boxes) or boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"need one x1,y1,x2,y2 box per frame, got {boxes.shape} for {len(frames)} frames")
+    if smooth:
+        boxes = smooth_face_track(boxes)
     half = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / 2
     cx = (boxes[:, 0] + boxes[:, 2]) / 2
     cy = (boxes[:, 1] + boxes[:, 3]) / 2
-    if smooth:
-        half, cx, cy = (scipy.signal.medfilt(v, kernel_size=13) for v in (half, cx, cy))
     crops = np.empty((len(frames), size, size, frames.shape[-1]), dtype=frames.dtype)
     for i, frame in enumerate(frames):
         s = half[i]
         pad = int(s * (1 + 2 * crop_scale))
         padded = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(110, 110, 110))
         my, mx = cy[i] + pad, cx[i] + pad
-        face = padded[int(my - s) : int(my + s * (1 + 2 * crop_scale)), int(mx - s * (1 + crop_scale)) : int(mx + s * (1 + crop_scale))]
+        rows = slice(int(my - s), int(my + s * (1 + 2 * crop_scale)))
+        cols = slice(int(mx - s * (1 + crop_scale)), int(mx + s * (1 + crop_scale)))
+        face = padded[rows, cols]
         if face.size == 0:
             raise ValueError(f"frame {i}: the face box {boxes[i].tolist()} gives an empty crop")
         crops[i] = cv2.resize(face, (size, size), interpolation=cv2.INTER_LINEAR)

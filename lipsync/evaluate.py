@@ -1,0 +1,418 @@
+"""Batch evaluation of lip-synced videos: LSE-D / LSE-C (SyncNet), and PSNR / SSIM against ground truth.
+
+``python -m lipsync.evaluate --filelist pairs.txt --output scores.csv``
+
+The filelist has one pair per line, ``video_path audio_path [ground_truth_video]``, separated by
+whitespace (or by tabs when a line contains a tab, so paths may contain spaces). Blank lines and lines
+starting with ``#`` are skipped. Relative paths are resolved against the filelist's folder; a relative
+ground-truth path is looked up in ``--reference-dir`` when given. Without a third column,
+``--reference-dir/<video file name>`` is used as ground truth when that file exists.
+
+The CSV has the columns ``video, audio, lse_d, lse_c, offset, psnr, ssim``; psnr/ssim are empty unless
+a ground truth was given (the reconstruction setting).
+
+Metric definitions
+* LSE-D / LSE-C / offset: :mod:`lipsync.syncnet` (syncnet_python's recipe on 224×224 face-track crops
+  from the chosen detector, 25 fps, vshift 15).
+* PSNR: 10·log10(255² / MSE) with the MSE over every pixel and RGB channel of all compared frames
+  (one MSE for the whole clip, so a clip with some unchanged frames stays finite); inf when identical.
+* SSIM: Wang et al. 2004 on the BT.601 luma (0.299 R + 0.587 G + 0.114 B, float64), 11×11 Gaussian window
+  σ = 1.5, K1 = 0.01, K2 = 0.03, L = 255, mean of the SSIM map over the "valid" region (no padding, as
+  the authors' ssim_index.m); the clip's SSIM is the mean over frames.
+* Frames are compared in order over the first min(#generated, #ground truth) frames; generated and
+  ground-truth frames must have the same size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from lipsync.errors import LipSyncError
+
+CSV_COLUMNS = ("video", "audio", "lse_d", "lse_c", "offset", "psnr", "ssim")
+
+
+@dataclass(frozen=True)
+class SSIMConfig:
+    """Wang et al. 2004 constants."""
+
+    window: int = 11
+    sigma: float = 1.5
+    k1: float = 0.01
+    k2: float = 0.03
+    data_range: float = 255.0
+
+
+SSIM_CONFIG = SSIMConfig()
+
+
+class FilelistError(ValueError):
+    """The filelist or a path in it is unusable."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Image metrics
+# ----------------------------------------------------------------------------------------------------
+
+
+def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
+    """Peak signal-to-noise ratio in dB of two equally shaped arrays (an image, or a stack of frames).
+
+    10·log10(data_range² / MSE), the MSE over all elements in float64; inf when a == b.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"PSNR needs equal shapes, got {a.shape} and {b.shape}")
+    mse = float(np.mean((a - b) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
+
+
+def to_luma(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB or (H, W) gray → (H, W) float64 BT.601 luma, same range."""
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim == 2:
+        return image
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) RGB or (H, W) gray, got {image.shape}")
+    return image @ np.array([0.299, 0.587, 0.114])
+
+
+def _gaussian_kernel(window: int, sigma: float) -> np.ndarray:
+    x = np.arange(window, dtype=np.float64) - (window - 1) / 2
+    k = np.exp(-(x**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+def ssim(a: np.ndarray, b: np.ndarray, config: SSIMConfig = SSIM_CONFIG) -> float:
+    """Mean SSIM (Wang et al. 2004) of two images: (H, W, 3) RGB (compared on luma) or (H, W) gray.
+
+    Gaussian window ``config.window``², σ ``config.sigma``; the map is averaged over positions where the
+    window fits entirely ("valid"). Images must be at least window × window.
+    """
+    x, y = to_luma(a), to_luma(b)
+    if x.shape != y.shape:
+        raise ValueError(f"SSIM needs equal shapes, got {np.shape(a)} and {np.shape(b)}")
+    if min(x.shape) < config.window:
+        raise ValueError(f"SSIM needs images of at least {config.window}×{config.window} pixels, got {x.shape}")
+    k = _gaussian_kernel(config.window, config.sigma)
+    r = config.window // 2
+
+    def blur(img):  # separable Gaussian, "valid" part only
+        return cv2.sepFilter2D(img, cv2.CV_64F, k, k, borderType=cv2.BORDER_REFLECT)[r:-r, r:-r]
+
+    c1 = (config.k1 * config.data_range) ** 2
+    c2 = (config.k2 * config.data_range) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x * mu_x
+    var_y = blur(y * y) - mu_y * mu_y
+    cov = blur(x * y) - mu_x * mu_y
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return float(ssim_map.mean())
+
+
+class ReconstructionMeter:
+    """Accumulates PSNR (global MSE) and SSIM (mean over frames) over frame chunks of a clip."""
+
+    def __init__(self, config: SSIMConfig = SSIM_CONFIG):
+        self.config = config
+        self.squared_error = 0.0
+        self.n_values = 0
+        self.ssim_sum = 0.0
+        self.n_frames = 0
+
+    def update(self, generated: np.ndarray, reference: np.ndarray) -> None:
+        """Add (n, H, W, 3) uint8 generated frames and the matching ground-truth frames."""
+        if generated.shape != reference.shape:
+            raise ValueError(
+                f"generated frames are {generated.shape[1:3]} but ground-truth frames are {reference.shape[1:3]}; "
+                "PSNR/SSIM need the ground truth at the generated video's resolution"
+            )
+        diff = generated.astype(np.float64) - reference.astype(np.float64)
+        self.squared_error += float(np.sum(diff * diff))
+        self.n_values += diff.size
+        for g, r in zip(generated, reference):
+            self.ssim_sum += ssim(g, r, self.config)
+        self.n_frames += len(generated)
+
+    @property
+    def psnr(self) -> float:
+        if self.n_values == 0:
+            raise ValueError("no frames were compared")
+        mse = self.squared_error / self.n_values
+        return math.inf if mse == 0 else 10.0 * math.log10(self.config.data_range**2 / mse)
+
+    @property
+    def ssim(self) -> float:
+        if self.n_frames == 0:
+            raise ValueError("no frames were compared")
+        return self.ssim_sum / self.n_frames
+
+
+# ----------------------------------------------------------------------------------------------------
+# Filelist and CSV
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalPair:
+    """One line of the filelist, paths resolved."""
+
+    video: Path
+    audio: Path
+    ground_truth: Path | None
+    line: int
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One CSV row; psnr/ssim are None without ground truth, every score None for a skipped pair."""
+
+    video: str
+    audio: str
+    lse_d: float | None
+    lse_c: float | None
+    offset: int | None
+    psnr: float | None = None
+    ssim: float | None = None
+
+
+def parse_filelist(text: str, base_dir: Path, reference_dir: Path | None = None, name: str = "the filelist") -> list[EvalPair]:
+    """Parse filelist text into pairs (no file-system checks).
+
+    Args:
+        text: the filelist's content.
+        base_dir: folder relative video/audio paths are resolved against.
+        reference_dir: folder for relative ground-truth paths, and for ``<video name>`` lookups when a
+            line has no ground truth.
+    Raises FilelistError naming the line for a line with fewer than 2 or more than 3 fields.
+    """
+    pairs = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = [f.strip() for f in line.split("\t")] if "\t" in line else line.split()
+        fields = [f for f in fields if f]
+        if len(fields) not in (2, 3):
+            raise FilelistError(
+                f"{name} line {number} has {len(fields)} fields; write 'video_path audio_path [ground_truth_video]'"
+            )
+        video = base_dir / fields[0]
+        audio = base_dir / fields[1]
+        truth: Path | None = None
+        if len(fields) == 3:
+            truth = (reference_dir or base_dir) / fields[2]
+        elif reference_dir is not None and (reference_dir / video.name).is_file():
+            truth = reference_dir / video.name
+        pairs.append(EvalPair(video=video, audio=audio, ground_truth=truth, line=number))
+    if not pairs:
+        raise FilelistError(f"{name} lists no pairs; write one 'video_path audio_path [ground_truth_video]' per line")
+    return pairs
+
+
+def check_pairs(pairs: Iterable[EvalPair], name: str = "the filelist") -> None:
+    """Raise FilelistError for the first path that is not an existing file."""
+    for pair in pairs:
+        for kind, path in (("video", pair.video), ("audio", pair.audio), ("ground-truth video", pair.ground_truth)):
+            if path is not None and not path.is_file():
+                raise FilelistError(f"{name} line {pair.line}: the {kind} {str(path)!r} does not exist")
+
+
+def _format(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else f"{value:.6f}"
+    return str(value)
+
+
+def write_csv(rows: Sequence[EvalRow], path: str | os.PathLike) -> Path:
+    """Write rows with :data:`CSV_COLUMNS` atomically (temporary file in the same folder + os.replace)."""
+    path = Path(path)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow([_format(getattr(row, column)) for column in CSV_COLUMNS])
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(buffer.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# One pair
+# ----------------------------------------------------------------------------------------------------
+
+
+def _reconstruction(video: Path, ground_truth: Path, chunk_size: int) -> tuple[float, float]:
+    from lipsync.video import iter_frames, probe_video
+
+    meter = ReconstructionMeter()
+    generated = iter_frames(video, chunk_size=chunk_size, info=probe_video(video))
+    reference = iter_frames(ground_truth, chunk_size=chunk_size, info=probe_video(ground_truth))
+    try:
+        for gen, ref in zip(generated, reference):
+            n = min(len(gen), len(ref))
+            meter.update(gen[:n], ref[:n])
+    finally:
+        generated.close()
+        reference.close()
+    return meter.psnr, meter.ssim
+
+
+def _face_track(video: Path, detector, chunk_size: int) -> np.ndarray:
+    """Detect and track the main face over the whole video → (N, 4) float boxes (no gaps)."""
+    from lipsync.faces import fill_missing, select_main_face
+    from lipsync.video import iter_frames, probe_video
+
+    detections: list[np.ndarray] = []
+    for chunk in iter_frames(video, chunk_size=chunk_size, info=probe_video(video)):
+        detections.extend(detector.detect(chunk))
+    boxes, found = select_main_face(detections)
+    boxes, _ = fill_missing(boxes, found, source=str(video))
+    return boxes
+
+
+def evaluate_pair(pair: EvalPair, scorer, detector, chunk_size: int = 64) -> EvalRow:
+    """Score one pair.
+
+    Args:
+        pair: paths of the generated video, its driving audio and optional ground truth.
+        scorer: a :class:`lipsync.syncnet.SyncScorer` (anything with ``score(faces, wav16k, fps)``).
+        detector: a :class:`lipsync.faces.FaceDetector`.
+        chunk_size: frames decoded at a time; only boxes and 224×224 crops of the whole clip stay in memory.
+    """
+    from lipsync.audio import load_audio
+    from lipsync.syncnet import SYNCNET_CONFIG, crop_syncnet_faces, smooth_face_track
+    from lipsync.video import iter_frames, probe_video
+
+    # 1. Face track over the whole clip (pass 1), smoothed like the recipe
+    info = probe_video(pair.video)
+    boxes = smooth_face_track(_face_track(pair.video, detector, chunk_size))
+
+    # 2. 224×224 crops (pass 2)
+    crops, start = [], 0
+    for chunk in iter_frames(pair.video, chunk_size=chunk_size, info=info):
+        crops.append(crop_syncnet_faces(chunk, boxes[start : start + len(chunk)], smooth=False))
+        start += len(chunk)
+    faces = np.concatenate(crops)
+
+    # 3. Sync scores
+    wav = load_audio(pair.audio, SYNCNET_CONFIG.sample_rate)
+    score = scorer.score(faces, wav, fps=float(info.fps))
+
+    # 4. Reconstruction metrics
+    quality = _reconstruction(pair.video, pair.ground_truth, chunk_size) if pair.ground_truth else (None, None)
+    return EvalRow(
+        video=str(pair.video),
+        audio=str(pair.audio),
+        lse_d=score.lse_d,
+        lse_c=score.lse_c,
+        offset=score.offset,
+        psnr=quality[0],
+        ssim=quality[1],
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lipsync.evaluate",
+        description="LSE-D / LSE-C (SyncNet) and, with ground truth, PSNR / SSIM of lip-synced videos.",
+    )
+    parser.add_argument("--filelist", required=True, type=Path,
+                        help="text file, one 'video_path audio_path [ground_truth_video]' per line")
+    parser.add_argument("--output", required=True, type=Path, help="CSV to write")
+    parser.add_argument("--syncnet-checkpoint", default=None,
+                        help="syncnet_v2.model (default: $LIPSYNC_SYNCNET_CHECKPOINT, then the Hub)")
+    parser.add_argument("--reference-dir", type=Path, default=None,
+                        help="folder of ground-truth videos: relative third columns are resolved here, and "
+                             "lines without one use <reference-dir>/<video file name> when it exists")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--detector", choices=("opencv", "s3fd"), default="s3fd", help="face detector")
+    parser.add_argument("--skip-errors", action="store_true",
+                        help="report a failing pair on stderr and leave its scores empty instead of stopping")
+    return parser
+
+
+def run_evaluation(pairs: Sequence[EvalPair], scorer, detector, skip_errors: bool = False) -> list[EvalRow | None]:
+    """Evaluate pairs in order; a LipSyncError/ValueError stops the run unless ``skip_errors``
+    (then the pair's row is None and a line goes to stderr)."""
+    rows: list[EvalRow | None] = []
+    for pair in pairs:
+        try:
+            rows.append(evaluate_pair(pair, scorer, detector))
+        except (LipSyncError, ValueError) as exc:
+            if not skip_errors:
+                raise LipSyncError(f"line {pair.line} ({pair.video}): {exc}") from exc
+            print(f"warning: line {pair.line} ({pair.video}) not scored: {exc}", file=sys.stderr)
+            rows.append(None)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (0 ok, 1 evaluation failed, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+
+    # 1. Check inputs before loading any model
+    try:
+        if not args.filelist.is_file():
+            raise FilelistError(f"the filelist {str(args.filelist)!r} does not exist; pass --filelist PATH")
+        if args.reference_dir is not None and not args.reference_dir.is_dir():
+            raise FilelistError(f"--reference-dir {str(args.reference_dir)!r} is not a folder")
+        out_dir = args.output.parent if str(args.output.parent) else Path(".")
+        if not out_dir.is_dir():
+            raise FilelistError(f"the output folder {str(out_dir)!r} does not exist; create it or choose another --output")
+        text = args.filelist.read_text(encoding="utf-8")
+        pairs = parse_filelist(text, args.filelist.parent, args.reference_dir, name=str(args.filelist))
+        check_pairs(pairs, name=str(args.filelist))
+    except (FilelistError, UnicodeDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    # 2. Models, then every pair, then the CSV
+    from lipsync.faces import get_detector
+    from lipsync.syncnet import SyncScorer, load_syncnet
+
+    try:
+        model = load_syncnet(args.syncnet_checkpoint, device=args.device)
+        detector = get_detector(args.detector, device=str(next(model.parameters()).device))
+        rows = run_evaluation(pairs, SyncScorer(model), detector, skip_errors=args.skip_errors)
+    except LipSyncError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    complete = [row or EvalRow(str(p.video), str(p.audio), None, None, None) for row, p in zip(rows, pairs)]
+    try:
+        write_csv(complete, args.output)
+    except OSError as exc:
+        print(f"error: could not write {args.output} ({exc}); choose a writable --output", file=sys.stderr)
+        return 1
+    return 1 if any(row is None for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
