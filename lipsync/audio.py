@@ -140,7 +140,7 @@ def frames_for_audio(duration_s: float, fps: float | Fraction) -> int:
 
     Rounds to the nearest frame (halves round up) and never returns less than 1.
     """
-    frames = math.floor(Fraction(duration_s) * as_fraction(fps) + Fraction(1, 2))
+    frames = math.floor(Fraction(float(duration_s)) * as_fraction(fps) + Fraction(1, 2))
     return max(1, int(frames))
 
 

@@ -356,7 +356,8 @@ def iter_frames(path: str | Path, chunk_size: int = 64, info: VideoInfo | None =
     ffmpeg decodes to raw rgb24 on a pipe (no image intermediates, full source resolution), applies the
     rotation stored in the file (``width``/``height`` of :class:`VideoInfo` are already swapped for it) and
     outputs a constant ``info.fps`` stream (``-fps_mode cfr -r fps``), duplicating or dropping frames of a
-    variable-rate source, so the frame count is about duration * fps. Memory is bounded by one chunk.
+    variable-rate source, so the frame count is about duration * fps. Frame 0 is the first frame of the video
+    stream even when it starts later than the audio (``video_start`` > 0). Memory is bounded by one chunk.
 
     Args:
         path: video file.
@@ -381,6 +382,9 @@ def iter_frames(path: str | Path, chunk_size: int = 64, info: VideoInfo | None =
         find_ffmpeg(), "-nostdin", "-hide_banner", "-v", "error",
         "-i", str(path),
         "-map", "0:v:0", "-an", "-sn", "-dn",
+        # Re-zero the video clock so a stream that starts after the audio (video_start > 0) is not padded with
+        # copies of its first frame by the constant-rate conversion.
+        "-vf", "setpts=PTS-STARTPTS",
         "-fps_mode", "cfr", "-r", rate,
         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]

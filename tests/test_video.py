@@ -30,13 +30,14 @@ from lipsync.video import (
     side_by_side,
 )
 
-SHARED = Path("/work/shared")
+# same location rule as the rest of the suite: $LIPSYNC_SHARED, else ../shared beside the repo
+SHARED = Path(os.environ.get("LIPSYNC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 MEDIA = SHARED / "media"
 
 
 def _need(path: Path) -> Path:
     if not SHARED.exists():
-        pytest.skip("shared reference data (/work/shared) is not available")
+        pytest.skip(f"{SHARED} is absent (the shared reference data live beside the repo)")
     return path
 
 
@@ -166,6 +167,18 @@ def test_rotated_clip_yields_display_orientation(tmp_path):
     upright = _decode(plain)[0]
     # the pixels are the upright frame turned by a quarter
     assert max(_psnr(frames[0], np.rot90(upright, k)) for k in (1, -1)) > 40
+
+
+def test_video_starting_after_its_audio_is_not_padded(tmp_path):
+    source = _make_clip(tmp_path / "av.mp4", seconds=1.0, audio=True)
+    delayed = tmp_path / "delayed.mp4"
+    _ffmpeg("-itsoffset", "0.5", "-i", str(source), "-i", str(source), "-map", "0:v", "-map", "1:a",
+            "-c", "copy", str(delayed))
+    info = probe_video(delayed)
+    assert info.video_start == pytest.approx(0.5, abs=0.01) and info.audio_start == pytest.approx(0.0, abs=0.05)
+    frames = _decode(delayed)
+    assert len(frames) == info.num_frames == 25  # no frozen copies of frame 0 for the first 0.5 s
+    np.testing.assert_array_equal(frames, _decode(source))
 
 
 @pytest.mark.parametrize(
