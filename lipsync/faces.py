@@ -295,10 +295,12 @@ class OpenCVDetector:
     installed OpenCV ships it (4.x); otherwise OpenCV's ``lbpcascade_frontalface_opencv.xml``
     evaluated by scikit-image (OpenCV 5 dropped the cascades from its wheel).
 
-    Box mapping: a cascade box is a tight square from mid-forehead to the lower lip / chin
-    tip. S3FD boxes reach a little lower, so the square (x, y, w, h) is mapped to
-    ``(x, y + 0.05*h, x + w, y + 1.15*h)``: the top moves down 5 % and the bottom is extended
-    by 15 % of the side so that the chin is inside the box (the engine's pads come on top).
+    Box mapping: a cascade box is a square (x, y, w, h) from the forehead or hairline to about
+    the chin; S3FD boxes start lower (eyebrows) and end below the chin. The square is mapped to
+    ``(x, y + top*h, x + w, y + bottom*h)`` with (top, bottom) = (0.10, 1.05) for the Haar
+    cascade (its squares are large and already reach the chin) and (0.05, 1.15) for the
+    tighter LBP cascade, so that the chin is inside the box; the engine's pads come on top.
+    These factors were set by eye on the three shared talking-head clips.
 
     Args:
         min_size_frac: smallest face side searched, as a fraction of the shorter frame side.
@@ -311,6 +313,7 @@ class OpenCVDetector:
     """
 
     name = "opencv"
+    _MAPPING = {"cv2": (0.10, 1.05), "skimage": (0.05, 1.15)}  # (top, bottom) x square side
 
     def __init__(
         self,
@@ -369,7 +372,8 @@ class OpenCVDetector:
             gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
             rects, scores = self._rects(gray)
             x, y, w, h = rects.T
-            dets = np.stack([x, y + 0.05 * h, x + w, y + 1.15 * h, scores], axis=1)
+            top, bottom = self._MAPPING[self.backend]
+            dets = np.stack([x, y + top * h, x + w, y + bottom * h, scores], axis=1)
             results.append(_to_frame_coords(dets, sx, sy, frame.shape))
         return results
 

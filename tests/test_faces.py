@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lipsync.errors import NoFaceError, WeightsUnavailableError
+from lipsync.errors import CheckpointMismatchError, NoFaceError, WeightsUnavailableError
 from lipsync.faces import (
     DETECTORS,
     FaceConfig,
@@ -139,6 +139,15 @@ def test_s3fd_with_a_missing_weights_file_says_so(tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(WeightsUnavailableError, match="could not read the S3FD weights file .*nope.pth"):
         S3FDDetector(path_to_detector=missing)
+
+
+def test_s3fd_with_a_foreign_state_dict_is_a_checkpoint_mismatch(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("face_alignment")
+    path = tmp_path / "not-s3fd.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, path)
+    with pytest.raises(CheckpointMismatchError, match="is not an S3FD state dict"):
+        S3FDDetector(path_to_detector=path)
 
 
 # ----------------------------------------------------------------------------- tracking
