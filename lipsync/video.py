@@ -368,7 +368,8 @@ def iter_frames(path: str | Path, chunk_size: int = 64, info: VideoInfo | None =
         frames: (n, H, W, 3) uint8 RGB, 1 <= n <= chunk_size.
 
     Raises:
-        InvalidMediaError / NoVideoStreamError: as :func:`probe_video`, or when decoding fails midway.
+        InvalidMediaError / NoVideoStreamError: as :func:`probe_video`, or when not a single frame decodes.
+        A file that breaks off midway yields the frames ffmpeg could decode (like every player does).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -583,10 +584,11 @@ class VideoWriter:
         return path
 
     def _start(self) -> None:
+        ffmpeg = find_ffmpeg()  # before any temporary file exists
         self._video_tmp = self._temp_path(".video.mp4")
         rate = f"{self.fps.numerator}/{self.fps.denominator}"
         cmd = [
-            find_ffmpeg(), "-nostdin", "-hide_banner", "-v", "error", "-y",
+            ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self._enc_width}x{self._enc_height}",
             "-framerate", rate, "-i", "pipe:0",
             # area + full-chroma RGB->YUV keeps 4:2:0 chroma closest to the source (about +3 dB on hard edges)
@@ -595,7 +597,12 @@ class VideoWriter:
             "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", str(self._video_tmp),
         ]
         self._errors = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._errors)
+        try:
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=self._errors)
+        except OSError:
+            self.close()
+            raise
 
     def __enter__(self) -> "VideoWriter":
         return self

@@ -181,6 +181,16 @@ def test_video_starting_after_its_audio_is_not_padded(tmp_path):
     np.testing.assert_array_equal(frames, _decode(source))
 
 
+def test_variable_frame_rate_becomes_constant_at_the_average_rate(tmp_path):
+    vfr = tmp_path / "vfr.mp4"  # 25 frames in the first second, then 25 frames at 12.5 fps
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=2",
+            "-vf", "setpts='if(lt(N,25),N/25,1+(N-25)/12.5)/TB'", "-fps_mode", "passthrough",
+            "-c:v", "libx264", str(vfr))
+    info = probe_video(vfr)
+    assert info.fps == Fraction(50) / Fraction("2.88")  # avg_frame_rate 625/36
+    assert abs(len(_decode(vfr)) - info.duration * info.fps) <= 1
+
+
 @pytest.mark.parametrize(
     "ext,encoder,codec_args",
     [
@@ -222,10 +232,13 @@ def test_audio_file_has_no_video_stream():
         probe_video(_need(MEDIA / "tts_en.wav"))
 
 
-def test_missing_ffmpeg_says_how_to_install(monkeypatch):
+def test_missing_ffmpeg_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setattr(video_module.shutil, "which", lambda name: None)
     with pytest.raises(FileNotFoundError, match=r"ffmpeg was not found; install it \(apt-get install ffmpeg\)"):
         find_ffmpeg()
+    with pytest.raises(FileNotFoundError, match="ffmpeg was not found"):
+        VideoWriter(tmp_path / "out.mp4", 25, (64, 48))
+    assert os.listdir(tmp_path) == []
 
 
 def test_images_are_detected_and_read_as_rgb(tmp_path):
