@@ -430,7 +430,8 @@ def test_side_by_side_two_panels_with_labels():
 
 
 def test_side_by_side_three_panels():
-    panels = [np.zeros((2, 64, 64, 3), np.uint8), np.zeros((2, 32, 48, 3), np.uint8), np.zeros((2, 64, 32, 3), np.uint8)]
+    panels = [np.zeros((2, 64, 64, 3), np.uint8), np.zeros((2, 32, 48, 3), np.uint8),
+              np.zeros((2, 64, 32, 3), np.uint8)]
     out = side_by_side(panels, labels=["source", "Wav2Lip", "Diff2Lip"])
     assert out.shape == (2, 64, 64 + 96 + 32, 3)
     with pytest.raises(ValueError, match="same number of frames"):
