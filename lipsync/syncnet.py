@@ -317,12 +317,17 @@ def resample_frame_indices(n_frames: int, fps: float, target_fps: float = SYNCNE
 def smooth_face_track(boxes: np.ndarray, kernel_size: int = 13) -> np.ndarray:
     """The recipe's track smoothing: (N, 4) x1,y1,x2,y2 → (N, 4) square boxes of half-size
     s = max(w, h)/2 around the box centre, with s, cx and cy each median-filtered over ``kernel_size``
-    frames (scipy.signal.medfilt, zero-padded ends as in syncnet_python's run_pipeline)."""
+    frames (scipy.signal.medfilt, zero-padded ends as in syncnet_python's run_pipeline; tracks shorter
+    than the kernel use the largest odd kernel that fits — the recipe never sees them, its minimum track
+    is 100 frames)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     half = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / 2
     cx = (boxes[:, 0] + boxes[:, 2]) / 2
     cy = (boxes[:, 1] + boxes[:, 3]) / 2
-    half, cx, cy = (scipy.signal.medfilt(v, kernel_size=kernel_size) for v in (half, cx, cy))
+    # a track shorter than the kernel would be mostly zero padding: shrink the kernel to the largest odd ≤ N
+    kernel_size = min(kernel_size, len(boxes) if len(boxes) % 2 else len(boxes) - 1)
+    if kernel_size > 1:
+        half, cx, cy = (scipy.signal.medfilt(v, kernel_size=kernel_size) for v in (half, cx, cy))
     return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1)
 
 
