@@ -340,6 +340,7 @@ def evaluate_pair(pair: EvalPair, scorer, detector, chunk_size: int = 64) -> Eva
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser (see the module docstring for the filelist format)."""
     parser = argparse.ArgumentParser(
         prog="python -m lipsync.evaluate",
         description="LSE-D / LSE-C (SyncNet) and, with ground truth, PSNR / SSIM of lip-synced videos.",
