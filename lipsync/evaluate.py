@@ -189,7 +189,9 @@ class EvalRow:
     ssim: float | None = None
 
 
-def parse_filelist(text: str, base_dir: Path, reference_dir: Path | None = None, name: str = "the filelist") -> list[EvalPair]:
+def parse_filelist(
+    text: str, base_dir: Path, reference_dir: Path | None = None, name: str = "the filelist"
+) -> list[EvalPair]:
     """Parse filelist text into pairs (no file-system checks).
 
     Args:
@@ -387,7 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise FilelistError(f"--reference-dir {str(args.reference_dir)!r} is not a folder")
         out_dir = args.output.parent if str(args.output.parent) else Path(".")
         if not out_dir.is_dir():
-            raise FilelistError(f"the output folder {str(out_dir)!r} does not exist; create it or choose another --output")
+            raise FilelistError(
+                f"the output folder {str(out_dir)!r} does not exist; create it or choose another --output"
+            )
         text = args.filelist.read_text(encoding="utf-8")
         pairs = parse_filelist(text, args.filelist.parent, args.reference_dir, name=str(args.filelist))
         check_pairs(pairs, name=str(args.filelist))

@@ -158,8 +158,10 @@ def _mel_to_hz(mel):
 
 def mel_triangle_filterbank(n_filters: int = 26, nfft: int = 512, sample_rate: int = 16000) -> np.ndarray:
     """(n_filters, nfft//2 + 1) triangular filters, edges equally spaced on the HTK mel scale over
-    0..sample_rate/2 and snapped to FFT bins with floor((nfft + 1)·f / sample_rate); peak 1, not area-normalised."""
-    edges = np.floor((nfft + 1) * _mel_to_hz(np.linspace(0.0, _hz_to_mel(sample_rate / 2), n_filters + 2)) / sample_rate)
+    0..sample_rate/2 and snapped to FFT bins with floor((nfft + 1)·f / sample_rate); peak 1, not
+    area-normalised."""
+    edges_hz = _mel_to_hz(np.linspace(0.0, _hz_to_mel(sample_rate / 2), n_filters + 2))
+    edges = np.floor((nfft + 1) * edges_hz / sample_rate)
     bins = np.arange(nfft // 2 + 1, dtype=np.float64)[None, :]
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     rise = (bins - lo) / np.where(mid > lo, mid - lo, 1.0)

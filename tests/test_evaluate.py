@@ -106,7 +106,13 @@ def test_parse_filelist(tmp_path):
     ref = tmp_path / "gt"
     ref.mkdir()
     (ref / "b.mp4").write_bytes(b"")
-    text = "# generated, audio, ground truth\n\na.mp4 a.wav\nsub/b.mp4  b.wav   b_gt.mp4\n" "my clip.mp4\tmy audio.wav\n/abs/c.mp4 c.wav\n"
+    text = (
+        "# generated, audio, ground truth\n\n"
+        "a.mp4 a.wav\n"
+        "sub/b.mp4  b.wav   b_gt.mp4\n"
+        "my clip.mp4\tmy audio.wav\n"
+        "/abs/c.mp4 c.wav\n"
+    )
     pairs = parse_filelist(text, tmp_path)
     assert [(p.video, p.audio, p.ground_truth, p.line) for p in pairs] == [
         (tmp_path / "a.mp4", tmp_path / "a.wav", None, 3),

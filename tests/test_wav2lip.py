@@ -21,15 +21,6 @@ from lipsync.wav2lip import (
     wav2lip_infer,
 )
 
-FIXTURES = Path("/work/shared/fixtures")
-
-
-def _fixture(name: str) -> Path:
-    if not FIXTURES.exists():
-        pytest.skip("shared reference data (/work/shared) is not available")
-    return FIXTURES / name
-
-
 def _random_model(seed: int = 0) -> Wav2LipModel:
     """A model whose every tensor (BatchNorm statistics included) differs from a fresh init."""
     torch.manual_seed(seed)
@@ -60,8 +51,8 @@ def inputs():
     return faces, mels
 
 
-def test_state_dict_matches_reference_layout():
-    ref = json.loads(_fixture("wav2lip_keys.json").read_text())
+def test_state_dict_matches_reference_layout(fixtures_dir):
+    ref = json.loads((fixtures_dir / "wav2lip_keys.json").read_text())
     state = Wav2LipModel().state_dict()
     assert [(k, list(v.shape)) for k, v in state.items()] == [(e["key"], e["shape"]) for e in ref["entries"]]
     assert len(state) == ref["num_keys"] == 352
@@ -159,7 +150,12 @@ def test_prefixed_training_checkpoint_and_plain_state_dict_load_identically(tmp_
     state = model.state_dict()
     wrapped = tmp_path / "wav2lip_gan.pth"
     torch.save(
-        {"state_dict": {"module." + k: v for k, v in state.items()}, "optimizer": {}, "global_step": 5, "global_epoch": 1},
+        {
+            "state_dict": {"module." + k: v for k, v in state.items()},
+            "optimizer": {},
+            "global_step": 5,
+            "global_epoch": 1,
+        },
         wrapped,
     )
     plain = tmp_path / "plain.pth"
@@ -188,7 +184,8 @@ def test_missing_unexpected_and_misshaped_keys_are_named(tmp_path, model):
     missing = dict(state)
     del missing["face_decoder_blocks.3.1.conv_block.1.running_var"]
     torch.save({"state_dict": missing}, tmp_path / "missing.pth")
-    with pytest.raises(CheckpointMismatchError, match=r"missing keys: face_decoder_blocks\.3\.1\.conv_block\.1\.running_var"):
+    missing_key = r"missing keys: face_decoder_blocks\.3\.1\.conv_block\.1\.running_var"
+    with pytest.raises(CheckpointMismatchError, match=missing_key):
         load_wav2lip(tmp_path / "missing.pth", device="cpu")
 
     extra = dict(state, **{"audio_encoder.99.weight": torch.zeros(1)})
