@@ -1,0 +1,165 @@
+"""``load_pipeline``: turn whatever the user points at into a ready ``Diff2LipPipeline``.
+
+Sources, in the order they are tried:
+    * a folder saved with ``save_pretrained`` (a pipeline with ``model_index.json``, or a UNet folder);
+    * an original checkpoint file (``.pt``/``.pth``/``.ckpt``/``.bin``/``.safetensors``), converted in memory;
+    * a Hub repo in diffusers layout (``user/name``);
+    * nothing: ``$LIPSYNC_CHECKPOINT`` if set, else the paper checkpoint on the Hub
+      (``ameerazam08/diff2lip``, ``checkpoints/checkpoint.pt``), cached by huggingface_hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from .errors import WeightsUnavailableError
+
+logger = logging.getLogger(__name__)
+
+PAPER_REPO = "ameerazam08/diff2lip"
+PAPER_FILE = "checkpoints/checkpoint.pt"
+CHECKPOINT_ENV = "LIPSYNC_CHECKPOINT"
+CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".safetensors"}
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def default_device() -> str:
+    """The GPU when there is one, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(device: str, dtype: Union[None, str, torch.dtype]) -> torch.dtype:
+    """fp16 on GPU by default; fp16/bf16 only on GPU, fp32 on CPU."""
+    if isinstance(dtype, str):
+        names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
+                 "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+        if dtype not in names:
+            raise ValueError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16")
+        dtype = names[dtype]
+    on_gpu = str(device).startswith("cuda")
+    if dtype is None:
+        return torch.float16 if on_gpu else torch.float32
+    if dtype != torch.float32 and not on_gpu:
+        logger.warning("%s is only supported on the GPU; using float32 on %s", dtype, device)
+        return torch.float32
+    return dtype
+
+
+def infer_unet_config(state_dict) -> dict:
+    """Model sizes read off an original state dict: channels, res blocks per level, channel multipliers.
+
+    Head width is not stored in the weights; ``min(64, model_channels)`` fits the paper (64) and the
+    tiny test model (32). Pass ``num_head_channels=`` to override.
+    """
+    model_channels = state_dict["input_blocks.0.0.weight"].shape[0]
+    # decoder block i starts with a ResBlock of width model_channels * (its level's multiplier); every
+    # level but the last ends with an up-sampling ResBlock (a second ResBlock in the same block)
+    widths, n_up = [], 0
+    while f"output_blocks.{len(widths)}.0.in_layers.2.weight" in state_dict:
+        i = len(widths)
+        widths.append(state_dict[f"output_blocks.{i}.0.in_layers.2.weight"].shape[0] // model_channels)
+        n_up += any(re.match(rf"output_blocks\.{i}\.[1-9]\.in_layers\.", k) for k in state_dict)
+    n_levels = n_up + 1
+    per_level = len(widths) // n_levels  # num_res_blocks + 1
+    channel_mult = [widths[level * per_level] for level in range(n_levels)][::-1]
+    num_res_blocks = per_level - 1
+    return {
+        "model_channels": model_channels,
+        "num_res_blocks": num_res_blocks,
+        "channel_mult": tuple(channel_mult),
+        "num_head_channels": min(64, model_channels),
+    }
+
+
+def _load_checkpoint_file(path: Path, **config_overrides):
+    from .convert import load_original_state_dict, convert_original_checkpoint
+
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state_dict = load_file(str(path))
+    else:
+        state_dict = load_original_state_dict(path)
+    config = {**infer_unet_config(state_dict), **config_overrides}
+    return convert_original_checkpoint(state_dict, **config)
+
+
+def _pipeline_from_unet(unet):
+    from .pipeline_diff2lip import Diff2LipPipeline, default_scheduler
+
+    return Diff2LipPipeline(unet=unet, scheduler=default_scheduler())
+
+
+def _download_paper_checkpoint() -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(PAPER_REPO, PAPER_FILE))
+    except Exception as exc:  # offline, DNS, HTTP and cache errors all mean "not available"
+        raise WeightsUnavailableError(
+            f"could not get the Diff2Lip weights: downloading '{PAPER_FILE}' from the Hugging Face Hub repo "
+            f"'{PAPER_REPO}' failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            f"Download the file on a machine with internet access and pass its path with --checkpoint PATH, "
+            f"or set {CHECKPOINT_ENV}=PATH."
+        ) from exc
+
+
+def load_pipeline(source: Optional[Union[str, os.PathLike]] = None, device: Optional[str] = None,
+                  dtype: Union[None, str, torch.dtype] = None, **config_overrides):
+    """Return a ``Diff2LipPipeline`` on ``device`` (default: GPU if available) in ``dtype``.
+
+    ``source``: a converted folder, an original checkpoint file, a Hub repo id in diffusers layout, or
+    ``None`` for ``$LIPSYNC_CHECKPOINT`` / the paper checkpoint on the Hub. ``config_overrides`` apply to
+    original checkpoints of non-paper sizes. Raises ``WeightsUnavailableError`` when nothing can be loaded.
+    """
+    from .pipeline_diff2lip import Diff2LipPipeline
+
+    device = device or default_device()
+    dtype = resolve_dtype(device, dtype)
+    if source is None:
+        source = os.environ.get(CHECKPOINT_ENV) or None
+    if source is None:
+        pipe = _pipeline_from_unet(_load_checkpoint_file(_download_paper_checkpoint(), **config_overrides))
+    else:
+        path = Path(source).expanduser()
+        if path.is_dir():
+            if (path / "model_index.json").is_file():
+                pipe = Diff2LipPipeline.from_pretrained(path)
+            elif (path / "config.json").is_file():
+                from .unet_diff2lip import Diff2LipUNetModel
+
+                pipe = _pipeline_from_unet(Diff2LipUNetModel.from_pretrained(path))
+            else:
+                raise WeightsUnavailableError(
+                    f"{path} is a folder without model_index.json or config.json; point to a folder made by "
+                    "`python -m lipsync.convert` (save_pretrained) or to Diff2Lip's checkpoint.pt"
+                )
+        elif path.is_file():
+            if path.suffix not in CHECKPOINT_SUFFIXES:
+                raise WeightsUnavailableError(
+                    f"{path} is not a checkpoint (expected one of {sorted(CHECKPOINT_SUFFIXES)}); "
+                    "pass Diff2Lip's checkpoint.pt or a converted folder"
+                )
+            pipe = _pipeline_from_unet(_load_checkpoint_file(path, **config_overrides))
+        elif _REPO_ID.match(str(source)):
+            try:
+                pipe = Diff2LipPipeline.from_pretrained(str(source))
+            except Exception as exc:  # offline, missing repo, missing files
+                raise WeightsUnavailableError(
+                    f"could not load the Hub repo '{source}' ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}); check the name and your connection, "
+                    f"or download it and pass the local folder (--checkpoint PATH or {CHECKPOINT_ENV}=PATH)"
+                ) from exc
+        else:
+            raise WeightsUnavailableError(
+                f"checkpoint '{source}' was not found: it is neither an existing file or folder nor a Hub repo "
+                "id (user/name); check the path"
+            )
+    pipe.unet.eval()
+    return pipe.to(device, dtype)

@@ -1,0 +1,239 @@
+"""Diff2LipPipeline: face crops + reference crops + mel windows in, lip-synced face crops out.
+
+Arrays in, dataclass out: no files, no temp dirs. Sampling follows the paper's ``generate.py``: ONE
+initial noise shared by every frame (it is also the content of the masked frame's lower half), DDIM
+with eta = 0, x0 clipped to [-1, 1] and the noise re-derived from the clipped x0, and the generated
+lower half composited with the untouched upper half.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Union
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DDIMScheduler, DiffusionPipeline
+from diffusers.schedulers import SchedulerMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from .unet_diff2lip import Diff2LipUNetModel
+
+FACE_HIDE_PERCENTAGE = 0.5  # the lower half of the crop is generated
+
+
+def default_scheduler() -> DDIMScheduler:
+    """DDIM configured like the paper: linear betas 1e-4..0.02 over 1000 steps, ``leading`` spacing
+    (25 steps -> t = 960, 920, ..., 0, the paper's ``ddim25``), x0 clipped to [-1, 1], final alpha = 1."""
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=1e-4,
+        beta_end=0.02,
+        beta_schedule="linear",
+        clip_sample=True,
+        clip_sample_range=1.0,
+        set_alpha_to_one=True,
+        steps_offset=0,
+        prediction_type="epsilon",
+        timestep_spacing="leading",
+    )
+
+
+def to_model_range(images) -> torch.Tensor:
+    """Images -> float32 (N, 3, H, W) in [-1, 1].
+
+    Accepts uint8 (N, H, W, 3) arrays/tensors (the official ``u8/255*2-1``) or float (N, 3, H, W) in [0, 1].
+    """
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a numpy array or a torch tensor, got {type(images).__name__}")
+    if images.ndim == 3:
+        images = images[None]
+    if images.dtype == torch.uint8:
+        if images.shape[-1] != 3:
+            raise ValueError(f"uint8 images must be (N, H, W, 3), got {tuple(images.shape)}")
+        images = images.permute(0, 3, 1, 2).float() / 255.0
+    elif images.shape[1] != 3:
+        raise ValueError(f"float images must be (N, 3, H, W) in [0, 1], got {tuple(images.shape)}")
+    return (images.float() * 2 - 1).clamp(-1, 1)
+
+
+def lower_half_mask(height: int, width: int, face_hide_percentage: float = FACE_HIDE_PERCENTAGE) -> torch.Tensor:
+    """(1, 1, H, W) float mask, 1 on rows >= int(H * (1 - face_hide_percentage)) (the generated region)."""
+    mask = torch.zeros(1, 1, height, width)
+    mask[:, :, int(height * (1 - face_hide_percentage)) :] = 1.0
+    return mask
+
+
+@dataclass
+class Diff2LipPipelineOutput(BaseOutput):
+    """``frames``: the composited faces (upper half from the input, lower half generated), as asked by
+    ``output_type``: "pt" float (N, 3, H, W) in [0, 1]; "np" float32 (N, H, W, 3) in [0, 1]; "uint8" uint8
+    (N, H, W, 3); "pil" a list of PIL images. ``samples``: the raw final samples x0, float (N, 3, H, W) in
+    [-1, 1] (whole crop, before compositing)."""
+
+    frames: Union[torch.Tensor, np.ndarray, List[PIL.Image.Image]]
+    samples: torch.Tensor
+
+
+class Diff2LipPipeline(DiffusionPipeline):
+    """Audio-driven mouth inpainting with Diff2Lip.
+
+    Components: ``unet`` (``Diff2LipUNetModel``) and ``scheduler`` (any diffusers scheduler that
+    predicts from epsilon: DDIM by default; DPMSolverMultistep, UniPC, Euler swap in via ``from_config``).
+    """
+
+    model_cpu_offload_seq = "unet"
+
+    def __init__(self, unet: Diff2LipUNetModel, scheduler: SchedulerMixin):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+
+    # -- helpers --------------------------------------------------------------------------------------
+    def _step_kwargs(self, generator, eta: float) -> dict:
+        params = set(inspect.signature(self.scheduler.step).parameters)
+        kwargs = {}
+        if "eta" in params:
+            kwargs["eta"] = eta
+        if "use_clipped_model_output" in params:
+            kwargs["use_clipped_model_output"] = True  # eps re-derived from the clipped x0, as the paper does
+        if "generator" in params:
+            kwargs["generator"] = generator
+        return kwargs
+
+    @staticmethod
+    def _check_inputs(faces, references, mels):
+        if mels.ndim != 3 or tuple(mels.shape[1:]) != (80, 16):
+            raise ValueError(f"mels must be (N, 80, 16) mel windows, got {tuple(mels.shape)}")
+        if faces.shape[0] != mels.shape[0]:
+            raise ValueError(f"got {faces.shape[0]} faces but {mels.shape[0]} mel windows; give one window per face")
+        if references.shape != faces.shape:
+            raise ValueError(
+                f"reference_faces {tuple(references.shape)} must match faces {tuple(faces.shape)} "
+                "(repeat one reference for every frame)"
+            )
+
+    def _initial_noise(self, latents, shape, generator, device) -> torch.Tensor:
+        if latents is None:
+            return randn_tensor((1, *shape[1:]), generator=generator, device=device, dtype=torch.float32)
+        latents = torch.as_tensor(latents, dtype=torch.float32, device=device)
+        if latents.ndim == 3:
+            latents = latents[None]
+        if latents.shape[0] not in (1, shape[0]) or tuple(latents.shape[1:]) != tuple(shape[1:]):
+            raise ValueError(f"latents must be (1, 3, H, W) or (N, 3, H, W) for faces {tuple(shape)}, got {tuple(latents.shape)}")
+        return latents
+
+    @staticmethod
+    def _postprocess(recon: torch.Tensor, output_type: str):
+        frames = ((recon + 1) / 2).clamp(0, 1)  # (N, 3, H, W) in [0, 1]
+        if output_type == "pt":
+            return frames
+        array = frames.permute(0, 2, 3, 1).numpy()
+        if output_type == "np":
+            return array.astype(np.float32)
+        as_uint8 = (array * 255).astype(np.uint8)  # truncation, as the original
+        if output_type == "uint8":
+            return as_uint8
+        if output_type == "pil":
+            return [PIL.Image.fromarray(frame) for frame in as_uint8]
+        raise ValueError(f"output_type must be 'pt', 'np', 'uint8' or 'pil', got {output_type!r}")
+
+    # -- main entry point ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        faces,
+        reference_faces=None,
+        mels=None,
+        num_inference_steps: int = 25,
+        generator: Optional[torch.Generator] = None,
+        latents: Optional[torch.Tensor] = None,
+        batch_size: int = 16,
+        face_hide_percentage: float = FACE_HIDE_PERCENTAGE,
+        eta: float = 0.0,
+        output_type: str = "pt",
+        return_dict: bool = True,
+        progress_bar: bool = True,
+        callback: Optional[Callable[[int, int], None]] = None,
+    ):
+        """Generate the lower half of each face crop from its mel window.
+
+        Args:
+            faces: float (N, 3, H, W) in [0, 1] or uint8 (N, H, W, 3): the face crops (128x128 for the paper).
+            reference_faces: same format; identity reference per frame. ``None``: each frame is its own
+                reference (the paper's cross setting).
+            mels: (N, 80, 16) mel windows, one per face.
+            num_inference_steps: scheduler steps (25 = the paper's ddim25).
+            generator: randomness for the one shared initial noise (seed 7 reproduces the paper).
+            latents: the initial noise instead, (1, 3, H, W) shared or (N, 3, H, W) per frame.
+            batch_size: frames denoised together.
+            face_hide_percentage: fraction of rows (from the bottom) that is generated.
+            output_type: "pt", "np", "uint8" or "pil" (see ``Diff2LipPipelineOutput``).
+            progress_bar: show a tqdm bar over all model calls.
+            callback: ``callback(done, total)`` after every model call, e.g. for a UI progress bar.
+        """
+        # 1. Check and convert inputs
+        if mels is None:
+            raise ValueError("mels is required: one (80, 16) mel window per face")
+        device = self._execution_device
+        dtype = self.unet.dtype
+        images = to_model_range(faces)  # (N, 3, H, W) in [-1, 1]
+        references = images if reference_faces is None else to_model_range(reference_faces)
+        mels = torch.as_tensor(np.asarray(mels) if not isinstance(mels, torch.Tensor) else mels).float()
+        self._check_inputs(images, references, mels)
+        n, _, height, width = images.shape
+
+        # 2. Mask of the generated region
+        mask = lower_half_mask(height, width, face_hide_percentage).to(device)  # (1, 1, H, W)
+
+        # 3. One initial noise shared by all frames (also the masked frame's lower half)
+        noise = self._initial_noise(latents, images.shape, generator, device)
+
+        # 4. Denoise batch by batch
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        total = len(self.scheduler.timesteps) * ((n + batch_size - 1) // batch_size)
+        self.set_progress_bar_config(disable=not progress_bar, desc="Diff2Lip")
+        step_kwargs = self._step_kwargs(generator, eta)
+        samples = []
+        done = 0
+        with self.progress_bar(total=total) as bar:
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                img = images[start:stop].to(device)
+                ref = references[start:stop].to(device, dtype)
+                mel = mels[start:stop].to(device, dtype)
+                x_t = noise.expand(stop - start, -1, -1, -1) if noise.shape[0] == 1 else noise[start:stop]
+                cond = img * (1 - mask) + mask * x_t  # (B, 3, H, W): top half image, bottom half noise
+                batch_mask = mask.expand(stop - start, -1, -1, -1)
+                self.scheduler.set_timesteps(num_inference_steps, device=device)  # resets multistep state
+                x_t = x_t * self.scheduler.init_noise_sigma
+                # 5. Denoising loop
+                for t in self.scheduler.timesteps:
+                    model_in = self.scheduler.scale_model_input(x_t, t)
+                    out = self.unet(
+                        model_in.to(dtype), t, cond_image=cond.to(dtype), mask=batch_mask.to(dtype),
+                        reference=ref, audio=mel,
+                    ).sample.float()
+                    eps = out[:, :3]  # channels 3:6 are learned-variance logits, unused by these samplers
+                    x_t = self.scheduler.step(eps, t, x_t, **step_kwargs).prev_sample
+                    done += 1
+                    bar.update()
+                    if callback is not None:
+                        callback(done, total)
+                samples.append(x_t.float().cpu())
+
+        # 6. Composite the generated lower half with the untouched upper half
+        sample = torch.cat(samples)  # (N, 3, H, W) in [-1, 1]
+        mask_cpu = mask.cpu()
+        recon = sample * mask_cpu + (1 - mask_cpu) * images
+
+        # 7. Postprocess
+        frames = self._postprocess(recon, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (frames, sample)
+        return Diff2LipPipelineOutput(frames=frames, samples=sample)
