@@ -607,14 +607,31 @@ def face_boxes(
     Raises:
         NoFaceError: no frame has a face.
     """
+    boxes, valid, _ = boxes_from_detections(detector.detect(frames), np.shape(frames), config, source)
+    return boxes, valid
+
+
+def boxes_from_detections(
+    detections: Sequence[np.ndarray], frame_shape: tuple, config: FaceConfig | None = None, source: str = "the video"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Track, fill, pad and smooth per-frame detections (gathered chunk by chunk, so frames need not be kept).
+
+    Args:
+        detections: one (k, 5) array per frame, as :meth:`FaceDetector.detect` returns.
+        frame_shape: (N, H, W, 3) or (H, W, 3) of the frames, for clipping padded boxes.
+    Returns:
+        boxes (N, 4) int64, valid (N,) bool (frames to lip-sync), found (N,) bool (a face was detected there;
+        valid & ~found are interpolated frames).
+    Raises:
+        NoFaceError: no frame has a face.
+    """
     config = config or FaceConfig()
-    detections = detector.detect(frames)
     boxes, found = select_main_face(detections)
     boxes, valid = fill_missing(boxes, found, max_gap=config.max_gap, source=source)
-    boxes = pad_boxes(boxes, config.pads, np.shape(frames))
+    boxes = pad_boxes(boxes, config.pads, tuple(frame_shape))
     boxes = smooth_boxes(boxes, config.smooth_window, valid=valid, official=True)
     bad = valid & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
-    return boxes, valid & ~bad
+    return boxes, valid & ~bad, found
 
 
 # --------------------------------------------------------------------------------------

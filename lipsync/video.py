@@ -350,7 +350,9 @@ def _kill(proc: subprocess.Popen) -> None:
         pass
 
 
-def iter_frames(path: str | Path, chunk_size: int = 64, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
+def iter_frames(
+    path: str | Path, chunk_size: int = 64, info: VideoInfo | None = None, start: int = 0, count: int | None = None
+) -> Iterator[np.ndarray]:
     """Decode a video into chunks of RGB frames, at constant frame rate and display orientation.
 
     ffmpeg decodes to raw rgb24 on a pipe (no image intermediates, full source resolution), applies the
@@ -363,6 +365,9 @@ def iter_frames(path: str | Path, chunk_size: int = 64, info: VideoInfo | None =
         path: video file.
         chunk_size: frames per yielded chunk (the last chunk may be smaller).
         info: the result of :func:`probe_video` (probed here when None).
+        start: first frame to decode (an accurate seek to ``start / fps``; used to read a clip backwards in
+            chunks without holding it in memory).
+        count: decode at most this many frames.
 
     Yields:
         frames: (n, H, W, 3) uint8 RGB, 1 <= n <= chunk_size.
@@ -379,10 +384,12 @@ def iter_frames(path: str | Path, chunk_size: int = 64, info: VideoInfo | None =
     width, height = info.width, info.height
     frame_bytes = width * height * 3
     rate = f"{info.fps.numerator}/{info.fps.denominator}"
+    seek = ["-ss", f"{start / float(info.fps):.6f}"] if start > 0 else []
+    limit = ["-frames:v", str(int(count))] if count is not None else []
     cmd = [
         find_ffmpeg(), "-nostdin", "-hide_banner", "-v", "error",
-        "-i", str(path),
-        "-map", "0:v:0", "-an", "-sn", "-dn",
+        *seek, "-i", str(path),
+        "-map", "0:v:0", "-an", "-sn", "-dn", *limit,
         # Re-zero the video clock so a stream that starts after the audio (video_start > 0) is not padded with
         # copies of its first frame by the constant-rate conversion.
         "-vf", "setpts=PTS-STARTPTS",

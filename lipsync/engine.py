@@ -1,0 +1,518 @@
+"""The engine: the one place that touches files AND the pipeline.
+
+``LipSyncEngine`` holds a (lazily loaded) ``Diff2LipPipeline`` and face detectors, and runs jobs:
+
+    video file -> frames (N, H, W, 3) uint8 -> boxes (N, 4) x1,y1,x2,y2 -> faces (N, 128, 128, 3) uint8
+    audio file -> 16 kHz mono -> mel (80, T) -> mels (M, 80, 16)
+    (faces, references, mels) -> pipeline -> generated faces -> paste-back -> MP4 (H.264 + AAC)
+
+Memory stays bounded by working in chunks: pass 1 decodes and detects chunk by chunk and keeps only the
+detections; pass 2 decodes again (seeking for the backward half of ping-pong), generates, pastes and
+encodes chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from . import audio as audio_io
+from . import faces as face_ops
+from . import video as video_io
+from .errors import AudioTooShortError, InvalidMediaError, LipSyncError, NoFaceError
+
+logger = logging.getLogger(__name__)
+
+SCHEDULERS = ("ddim", "dpm", "unipc", "euler")
+LENGTH_POLICIES = ("pingpong", "loop", "shortest")
+PASTE_MODES = ("mouth", "box")
+STAGES = ("decode", "detect", "audio", "diffusion", "paste", "encode")
+IMAGE_FPS = Fraction(25)  # a still photo becomes a 25 fps clip
+FACE_SIZE = 128
+PAPER_SEED = 7
+
+Progress = Callable[[str, float, str], None]
+
+
+@dataclass
+class JobOptions:
+    """What a user can choose for one job (CLI flags and app controls map onto these)."""
+
+    num_inference_steps: int = 25
+    reference_frame: Optional[int] = None  # None: each frame is its own reference (the paper's cross setting)
+    seed: int = PAPER_SEED
+    batch_size: int = 8
+    paste: str = "mouth"  # "mouth": only the generated lower half, feathered; "box": the official full-box paste
+    length_policy: str = "pingpong"  # audio longer than video: "pingpong" | "loop"; "shortest" = official
+    pads: Tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right
+    audio_offset: int = 0  # frames; 0 = the official alignment
+    scheduler: str = "ddim"
+    detector: str = "s3fd"
+    side_by_side: bool = True
+    chunk_frames: int = 32
+    max_seconds: Optional[float] = None
+
+    def validate(self) -> None:
+        if not 1 <= int(self.num_inference_steps) <= 1000:
+            raise ValueError(f"num_inference_steps must be 1..1000, got {self.num_inference_steps}")
+        for name, value, allowed in (("paste", self.paste, PASTE_MODES),
+                                     ("length_policy", self.length_policy, LENGTH_POLICIES),
+                                     ("scheduler", self.scheduler, SCHEDULERS),
+                                     ("detector", self.detector, tuple(face_ops.DETECTORS))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if len(tuple(self.pads)) != 4:
+            raise ValueError(f"pads must be 4 numbers (top, bottom, left, right), got {self.pads!r}")
+        if int(self.batch_size) < 1 or int(self.chunk_frames) < 1:
+            raise ValueError("batch_size and chunk_frames must be at least 1")
+
+
+@dataclass
+class JobReport:
+    """What a job produced, and how long each stage took."""
+
+    output: Optional[Path]
+    side_by_side: Optional[Path]
+    frames: int
+    fps: float
+    width: int
+    height: int
+    faces_found: int
+    faces_missing: int
+    faces_interpolated: int
+    seconds: Dict[str, float] = field(default_factory=dict)
+    duration: float = 0.0
+    # per source frame: the face box used (x1, y1, x2, y2) and whether it was lip-synced; per output frame:
+    # which source frame it shows (ping-pong/loop timelines)
+    boxes: Optional[np.ndarray] = field(default=None, repr=False)
+    valid: Optional[np.ndarray] = field(default=None, repr=False)
+    source_index: Optional[np.ndarray] = field(default=None, repr=False)
+
+    def summary(self) -> str:
+        total = sum(self.seconds.values())
+        return (f"{self.output}: {self.frames} frames at {self.fps:g} fps ({self.duration:.2f} s, "
+                f"{self.width}x{self.height}); faces found in {self.faces_found}, interpolated "
+                f"{self.faces_interpolated}, missing {self.faces_missing}; {total:.1f} s")
+
+    def as_markdown(self) -> str:
+        rows = [("frames", self.frames), ("fps", f"{self.fps:g}"), ("duration", f"{self.duration:.2f} s"),
+                ("size", f"{self.width}x{self.height}"), ("faces found", self.faces_found),
+                ("faces interpolated", self.faces_interpolated), ("faces missing", self.faces_missing)]
+        rows += [(f"{stage} (s)", f"{seconds:.2f}") for stage, seconds in self.seconds.items()]
+        return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Timeline and sources
+# ----------------------------------------------------------------------------------------------------
+
+
+def source_indices(num_source: int, num_output: int, policy: str) -> np.ndarray:
+    """Source frame index of every output frame: forward, then (pingpong) backward and forward again,
+    or (loop) from the start again. (num_output,) int64."""
+    i = np.arange(num_output)
+    if num_source == 1:
+        return np.zeros(num_output, dtype=np.int64)
+    if policy == "pingpong":
+        period = 2 * num_source - 2
+        k = i % period
+        return np.where(k < num_source, k, period - k).astype(np.int64)
+    return (i % num_source).astype(np.int64)
+
+
+def monotonic_runs(indices: np.ndarray) -> List[Tuple[int, int]]:
+    """Split a chunk of source indices into [start, stop) positions whose indices step by +1 or by -1."""
+    runs, start = [], 0
+    for j in range(1, len(indices) + 1):
+        if j == len(indices):
+            runs.append((start, j))
+            break
+        step = int(indices[j]) - int(indices[j - 1])
+        if abs(step) != 1 or (j - start >= 2 and step != int(indices[start + 1]) - int(indices[start])):
+            runs.append((start, j))
+            start = j
+    return runs
+
+
+class FrameSource:
+    """Frames of a video file (decoded on demand) or of a still photo (one frame)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.is_image = video_io.is_image(self.path)
+        if self.is_image:
+            self.image = video_io.read_image(self.path)
+            self.height, self.width = self.image.shape[:2]
+            self.fps = IMAGE_FPS
+            self.num_frames = 1
+            self.info = None
+        else:
+            self.info = video_io.probe_video(self.path)
+            self.height, self.width, self.fps = self.info.height, self.info.width, self.info.fps
+            self.num_frames = self.info.num_frames
+        self._reader: Optional[Iterator[np.ndarray]] = None
+        self._position = 0
+        self._buffer = np.zeros((0, self.height, self.width, 3), np.uint8)
+
+    def chunks(self, chunk_size: int, count: Optional[int] = None) -> Iterator[np.ndarray]:
+        """Sequential (n, H, W, 3) uint8 chunks from frame 0."""
+        if self.is_image:
+            yield self.image[None]
+            return
+        yield from video_io.iter_frames(self.path, chunk_size, self.info, count=count)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames [start, stop) ascending. Continues an open sequential reader when possible, else seeks."""
+        if self.is_image:
+            return np.repeat(self.image[None], stop - start, axis=0)
+        if self._reader is None or start != self._position:
+            self.close()
+            self._reader = video_io.iter_frames(self.path, 64, self.info, start=start)
+            self._position = start
+        out = [self._buffer]
+        have = len(self._buffer)
+        while have < stop - start:
+            chunk = next(self._reader, None)
+            if chunk is None:
+                break
+            out.append(chunk)
+            have += len(chunk)
+        frames = np.concatenate(out)
+        if len(frames) < stop - start:  # the container claimed more frames than decode: repeat the last
+            frames = np.concatenate([frames, np.repeat(frames[-1:], stop - start - len(frames), axis=0)])
+        self._buffer = frames[stop - start:]
+        self._position = stop
+        return frames[: stop - start]
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        self._reader = None
+        self._buffer = self._buffer[:0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The engine
+# ----------------------------------------------------------------------------------------------------
+
+
+class _Timer:
+    def __init__(self):
+        self.seconds = {stage: 0.0 for stage in STAGES}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - start
+
+
+@dataclass
+class _Plan:
+    source: FrameSource
+    wav: np.ndarray
+    mels: np.ndarray  # (M, 80, 16) float32
+    src: np.ndarray  # (M,) source index per output frame
+    boxes: np.ndarray  # (N_used, 4) int64
+    valid: np.ndarray  # (N_used,) bool
+    found: np.ndarray  # (N_used,) bool
+    reference: Optional[np.ndarray]  # (128, 128, 3) uint8 or None
+
+
+class LipSyncEngine:
+    """Holds a pipeline and face detectors; ``run`` turns (video, audio) into a lip-synced MP4.
+
+    Nothing heavy happens in ``__init__``: the pipeline loads on first use (``load_pipeline(checkpoint,
+    device)``) and is reused by every later job; detectors are built once per name.
+    """
+
+    def __init__(self, pipeline=None, checkpoint=None, device: Optional[str] = None, detector: str = "s3fd",
+                 dtype=None):
+        self._pipeline = pipeline
+        self.checkpoint = checkpoint
+        self.device = device
+        self.dtype = dtype
+        self.default_detector = detector
+        self._detectors: Dict[str, object] = {}
+        self._lock = threading.RLock()
+        self._base_scheduler_config = None
+
+    # -- lazily built components ------------------------------------------------------------------------
+    @property
+    def pipeline(self):
+        with self._lock:
+            if self._pipeline is None:
+                from .loading import load_pipeline
+
+                self._pipeline = load_pipeline(self.checkpoint, self.device, self.dtype)
+                self._pipeline.set_progress_bar_config(disable=True)
+            return self._pipeline
+
+    @property
+    def pipeline_loaded(self) -> bool:
+        return self._pipeline is not None
+
+    def detector(self, name: Optional[str] = None):
+        name = name or self.default_detector
+        with self._lock:
+            if name not in self._detectors:
+                device = self.device or ("cuda" if _cuda_available() else "cpu")
+                self._detectors[name] = face_ops.get_detector(name, device=device)
+            return self._detectors[name]
+
+    def _use_scheduler(self, name: str) -> None:
+        from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
+                               UniPCMultistepScheduler)
+
+        classes = {"ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler,
+                   "euler": EulerDiscreteScheduler}
+        pipe = self.pipeline
+        if self._base_scheduler_config is None:
+            self._base_scheduler_config = pipe.scheduler.config
+        if type(pipe.scheduler) is not classes[name]:
+            pipe.scheduler = classes[name].from_config(self._base_scheduler_config)
+
+    # -- small helpers for the app ----------------------------------------------------------------------
+    def frame_count(self, video) -> int:
+        """Number of frames of a clip (1 for a still photo)."""
+        return FrameSource(Path(video)).num_frames
+
+    def preview_frame(self, video, frame_index: int = 0, options: Optional[JobOptions] = None) -> np.ndarray:
+        """Frame ``frame_index`` with the detected face box (green) and the generated region (shaded).
+
+        Needs no model. Returns (H, W, 3) uint8 RGB; a frame without a face carries a red note instead.
+        """
+        options = options or JobOptions()
+        source = FrameSource(Path(video))
+        index = int(np.clip(frame_index, 0, source.num_frames - 1))
+        frame = source.read(index, index + 1)[0]
+        source.close()
+        detections = self.detector(options.detector).detect(frame[None])
+        canvas = frame.copy()
+        if len(detections[0]) == 0:
+            cv2.putText(canvas, "no face found", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 0, 0), 3)
+            return canvas
+        boxes, _ = face_ops.select_main_face(detections)
+        x1, y1, x2, y2 = face_ops.pad_boxes(boxes, options.pads, frame.shape)[0].astype(int)
+        mid = y1 + (y2 - y1) // 2
+        shade = canvas[mid:y2, x1:x2].astype(np.float32)
+        canvas[mid:y2, x1:x2] = (0.55 * shade + 0.45 * np.array([255, 0, 160])).astype(np.uint8)
+        thickness = max(2, frame.shape[0] // 300)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 255, 0), thickness)
+        return canvas
+
+    def preview_first_frame(self, video, audio, options: Optional[JobOptions] = None) -> np.ndarray:
+        """Frame 0 lip-synced (the model runs on one frame): check crop, mask and reference quickly."""
+        options = options or JobOptions()
+        plan = self._plan(Path(video), Path(audio), options, _Timer(), None, max_frames=1)
+        try:
+            for _, result in self._generate(plan, options, _Timer(), None):
+                return result[0]
+        finally:
+            plan.source.close()
+        raise LipSyncError("nothing to preview")
+
+    # -- jobs -------------------------------------------------------------------------------------------
+    def run(self, video, audio, output, options: Optional[JobOptions] = None, progress: Optional[Progress] = None,
+            side_by_side_path=None) -> JobReport:
+        """Lip-sync ``video`` (a clip or a still photo) to ``audio`` and write ``output`` (MP4).
+
+        With ``options.side_by_side`` a labelled source | Diff2Lip video goes to ``side_by_side_path``
+        (default: ``<output stem>_side_by_side.mp4``). ``progress(stage, fraction, message)`` reports each
+        stage. Raises ``LipSyncError`` subclasses with user-facing messages; no partial output is left.
+        """
+        options = options or JobOptions()
+        options.validate()
+        output = video_io.check_output_path(output)
+        sbs = None
+        if options.side_by_side:
+            sbs = video_io.check_output_path(side_by_side_path or output.with_name(output.stem + "_side_by_side.mp4"))
+        timer = _Timer()
+        notify = progress or (lambda stage, fraction, message: None)
+        with self._lock:
+            plan = self._plan(Path(video), Path(audio), options, timer, notify)
+            try:
+                return self._render(plan, options, output, sbs, Path(audio), timer, notify)
+            finally:
+                plan.source.close()
+
+    def _plan(self, video: Path, audio: Path, options: JobOptions, timer: _Timer, notify, max_frames=None) -> _Plan:
+        notify = notify or (lambda stage, fraction, message: None)
+        source = FrameSource(video)
+        fps = source.fps
+
+        # 1. Audio -> mel -> number of output frames
+        notify("audio", 0.0, "reading audio")
+        with timer("audio"):
+            wav = audio_io.load_audio(audio)
+            seconds = audio_io.audio_duration(wav)
+            if seconds < audio_io.DEFAULT_AUDIO.min_duration_s:
+                raise AudioTooShortError(f"the audio is {seconds:.2f} s long; at least 0.2 s of speech is needed")
+            if options.max_seconds is not None and seconds > options.max_seconds:
+                raise InvalidMediaError(f"the audio is {seconds:.1f} s long; this server accepts at most "
+                                        f"{options.max_seconds:g} s; trim the audio or run the CLI locally")
+            mel = audio_io.melspectrogram(wav)
+            policy = options.length_policy
+            if policy == "shortest" and not source.is_image:
+                num_output = min(source.num_frames, audio_io.num_windows(mel.shape[1], fps, options.audio_offset))
+            else:
+                num_output = audio_io.frames_for_audio(seconds, fps)
+            if max_frames:
+                num_output = min(num_output, max_frames)
+            if num_output < 1:
+                raise AudioTooShortError(f"the audio is {seconds:.2f} s long; at least 0.2 s of speech is needed")
+            mels = audio_io.mel_windows(mel, fps, num_frames=num_output, audio_offset=options.audio_offset)
+            src = source_indices(source.num_frames, num_output, "loop" if policy == "shortest" else policy)
+        notify("audio", 1.0, f"{seconds:.2f} s of audio -> {num_output} frames")
+
+        # 2. Pass 1: decode and detect chunk by chunk; keep only detections
+        used = int(src.max()) + 1
+        detector = self.detector(options.detector)
+        detections: List[np.ndarray] = []
+        chunks = source.chunks(options.chunk_frames, count=used)
+        while True:
+            with timer("decode"):
+                chunk = next(chunks, None)
+            if chunk is None:
+                break
+            with timer("detect"):
+                detections.extend(detector.detect(chunk[: used - len(detections)]))
+            notify("detect", min(1.0, len(detections) / used), f"faces: frame {len(detections)}/{used}")
+            if len(detections) >= used:
+                break
+        chunks.close()
+        if len(detections) < used:  # fewer frames decoded than probed: map the timeline onto what exists
+            src = np.minimum(src, len(detections) - 1)
+            used = len(detections)
+        frame_shape = (source.height, source.width, 3)
+        config = face_ops.FaceConfig(pads=tuple(int(p) for p in options.pads))
+        boxes, valid, found = face_ops.boxes_from_detections(detections, frame_shape, config, source=video.name)
+
+        # 3. The reference face: one chosen frame for all, or None (each frame is its own)
+        reference = None
+        if options.reference_frame is not None:
+            k = int(options.reference_frame)
+            if not 0 <= k < used:
+                raise LipSyncError(f"reference frame {k} does not exist; the clip has {used} frames (0..{used - 1})")
+            if not valid[k]:
+                raise NoFaceError(f"no face was found in reference frame {k}; choose another reference frame")
+            frame = source.read(k, k + 1)
+            reference = face_ops.crop_faces(frame, boxes[k:k + 1], FACE_SIZE)[0]
+        return _Plan(source, wav, mels, src, boxes, valid, found, reference)
+
+    def _generate(self, plan: _Plan, options: JobOptions, timer: _Timer, notify) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """Yield (source frames, lip-synced frames) chunks of the output timeline."""
+        import torch
+
+        notify = notify or (lambda stage, fraction, message: None)
+        pipe = self.pipeline
+        self._use_scheduler(options.scheduler)
+        # ONE initial noise for every frame of the clip, as the paper does (seed 7 = the paper's)
+        noise = torch.randn((1, 3, FACE_SIZE, FACE_SIZE), generator=torch.Generator().manual_seed(int(options.seed)))
+        total_out = len(plan.src)
+        steps_per_frame = int(options.num_inference_steps)
+        done_frames = 0
+        for a in range(0, total_out, options.chunk_frames):
+            b = min(a + options.chunk_frames, total_out)
+            idx = plan.src[a:b]
+            with timer("decode"):
+                parts = []
+                for start, stop in monotonic_runs(idx):
+                    lo, hi = int(idx[start:stop].min()), int(idx[start:stop].max()) + 1
+                    run = plan.source.read(lo, hi)
+                    parts.append(run if idx[start] == lo else run[::-1])
+                frames = np.concatenate(parts)
+            valid = plan.valid[idx]
+            boxes = plan.boxes[idx]
+            generated = np.zeros((len(idx), FACE_SIZE, FACE_SIZE, 3), np.uint8)
+            if valid.any():
+                with timer("paste"):
+                    crops = face_ops.crop_faces(frames[valid], boxes[valid], FACE_SIZE)
+                references = crops if plan.reference is None else np.repeat(plan.reference[None], len(crops), 0)
+                n_valid = int(valid.sum())
+
+                def step_done(done, total, _base=done_frames, _n=n_valid):
+                    frames_done = _base + _n * done / max(total, 1)
+                    notify("diffusion", frames_done / total_out,
+                           f"diffusion step {min(steps_per_frame, 1 + (done - 1) % steps_per_frame)}/{steps_per_frame}, "
+                           f"frame {min(total_out, int(frames_done) + 1)}/{total_out}")
+
+                with timer("diffusion"):
+                    out = pipe(faces=crops, reference_faces=references, mels=plan.mels[a:b][valid],
+                               num_inference_steps=steps_per_frame, latents=noise, batch_size=int(options.batch_size),
+                               output_type="uint8", progress_bar=False, callback=step_done)
+                generated[valid] = out.frames
+            with timer("paste"):
+                result = face_ops.paste_faces(frames, boxes, generated, valid, mode=options.paste)
+            done_frames = b
+            notify("paste", b / total_out, f"frame {b}/{total_out}")
+            yield frames, result
+
+    def _render(self, plan: _Plan, options: JobOptions, output: Path, sbs: Optional[Path], audio: Path,
+                timer: _Timer, notify) -> JobReport:
+        fps, size = plan.source.fps, (plan.source.width, plan.source.height)
+        with contextlib.ExitStack() as stack:
+            writer = stack.enter_context(video_io.VideoWriter(output, fps, size, audio_path=audio))
+            sbs_writer = None
+            if sbs is not None:
+                sbs_size = (2 * size[0] + (size[0] % 2), size[1])
+                sbs_writer = stack.enter_context(video_io.VideoWriter(sbs, fps, sbs_size, audio_path=audio))
+            for frames, result in self._generate(plan, options, timer, notify):
+                with timer("encode"):
+                    writer.write(result)
+                    if sbs_writer is not None:
+                        panels = video_io.side_by_side(frames, result, labels=("source", "Diff2Lip"))
+                        sbs_writer.write(_fit_width(panels, sbs_size[0]))
+            notify("encode", 0.0, "writing MP4")
+            with timer("encode"):
+                try:
+                    writer.finish()
+                    if sbs_writer is not None:
+                        sbs_writer.finish()
+                except BaseException:
+                    for path in (output, sbs):
+                        if path is not None:
+                            path.unlink(missing_ok=True)
+                    raise
+        notify("encode", 1.0, "done")
+        used = len(plan.valid)
+        found = int(plan.found[:used].sum())
+        report = JobReport(
+            output=output, side_by_side=sbs, frames=len(plan.src), fps=float(fps), width=size[0], height=size[1],
+            faces_found=found, faces_missing=int((~plan.valid).sum()),
+            faces_interpolated=int((plan.valid & ~plan.found).sum()),
+            seconds={k: round(v, 3) for k, v in timer.seconds.items()}, duration=len(plan.src) / float(fps),
+            boxes=plan.boxes, valid=plan.valid, source_index=plan.src,
+        )
+        logger.info(report.summary())
+        return report
+
+
+def _fit_width(frames: np.ndarray, width: int) -> np.ndarray:
+    """Pad or crop panels to exactly ``width`` columns (side_by_side keeps aspect, which may differ by 1 px)."""
+    if frames.shape[2] == width:
+        return frames
+    if frames.shape[2] > width:
+        return frames[:, :, :width]
+    pad = np.repeat(frames[:, :, -1:], width - frames.shape[2], axis=2)
+    return np.concatenate([frames, pad], axis=2)
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False
