@@ -1,0 +1,201 @@
+"""The Gradio app: importing it loads nothing, the UI builds without a model, and the API works end to end."""
+
+import functools
+import json
+import re
+import socket
+import subprocess
+import sys
+import types
+
+import gradio as gr
+import pytest
+from conftest import REPO
+
+import app
+from lipsync.engine import LipSyncEngine
+from lipsync.video import probe_duration, probe_video
+
+CLIP = "pub_video2_retalking_face5.mp4"  # 524x524, 25 fps, 122 frames
+FRAME = 1 / 25
+
+
+def cut_audio(source, target, seconds: float, start: float = 0.0):
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-ss", str(start), "-t", str(seconds), "-i", str(source),
+                    "-ac", "1", "-ar", "16000", str(target)], check=True)
+    return target
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Import and build: nothing heavy
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_import_app_loads_no_model():
+    probe = ("import json, sys, app, gradio as gr; "
+             "print(json.dumps({'modules': [m for m in ('torch', 'diffusers', 'face_alignment', "
+             "'lipsync.unet_diff2lip', 'lipsync.pipeline_diff2lip', 'lipsync.loading') if m in sys.modules], "
+             "'blocks': [k for k, v in vars(app).items() if isinstance(v, (gr.Blocks, app.LipSyncEngine))]}))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    # a model needs torch and the UNet module: neither may be imported, and no UI/engine may exist yet
+    assert loaded == {"modules": [], "blocks": []}
+
+
+def test_build_demo_loads_no_model(tiny_pipeline_dir, monkeypatch):
+    from lipsync.unet_diff2lip import Diff2LipUNetModel
+
+    created = []
+    original_init = Diff2LipUNetModel.__init__
+
+    @functools.wraps(original_init)  # keeps the signature diffusers reads the config keys from
+    def counting_init(self, *args, **kwargs):
+        created.append(self)
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Diff2LipUNetModel, "__init__", counting_init)
+    engine = LipSyncEngine(checkpoint=tiny_pipeline_dir, device="cpu", detector="opencv")
+    demo = app.build_demo(engine, default_detector="opencv")
+    assert isinstance(demo, gr.Blocks)
+    assert created == [] and not engine.pipeline_loaded
+    api_names = {dep.get("api_name") for dep in demo.config["dependencies"]}
+    assert {"lipsync", "preview_first_frame"} <= api_names
+    engine.pipeline  # noqa: B018 - the model loads on first use, once
+    engine.pipeline  # noqa: B018
+    assert len(created) == 1
+
+
+def test_parse_pads():
+    assert app.parse_pads("0, 10,0,0") == (0, 10, 0, 0)
+    assert app.parse_pads("5 6 7 8") == (5, 6, 7, 8)
+    assert app.parse_pads("") == (0, 0, 0, 0)
+    for bad in ("1,2,3", "a,b,c,d"):
+        with pytest.raises(gr.Error, match="top,bottom,left,right"):
+            app.parse_pads(bad)
+
+
+def test_job_folders_keep_only_the_last_few():
+    jobs = app.JobFolders(keep=2)
+    made = []
+    for _ in range(5):
+        folder = jobs.new()
+        (folder / "result.mp4").write_bytes(b"x" * 1000)
+        made.append(folder)
+    left = sorted(p for p in jobs.root.iterdir())
+    assert left == made[-2:]  # disk use stays bounded: older job folders are gone
+
+
+def test_gpu_wrapper_only_on_spaces(monkeypatch):
+    def work(steps, frames):
+        return steps * frames
+
+    monkeypatch.setitem(sys.modules, "spaces", None)  # import spaces -> ImportError
+    assert app._on_gpu(work, lambda *a: 60) is work
+
+    requested = []
+
+    def gpu(duration):
+        def wrap(fn):
+            def run(*args):
+                requested.append(duration(*args))
+                return fn(*args)
+            return run
+        return wrap
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
+    wrapped = app._on_gpu(work, lambda steps, frames: app.gpu_seconds(steps, frames))
+    assert wrapped(25, 125) == 25 * 125
+    assert requested == [app.gpu_seconds(25, 125)]
+    assert app.gpu_seconds(50, 250) > app.gpu_seconds(25, 125) > app.gpu_seconds(1, 1) > 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The running app, through gradio_client
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(tiny_pipeline_dir):
+    engine = LipSyncEngine(checkpoint=tiny_pipeline_dir, device="cpu", detector="opencv")
+    demo = app.build_demo(engine, default_detector="opencv", max_seconds=30)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    from gradio_client import Client
+
+    yield Client(url, verbose=False), engine
+    demo.close()
+
+
+def call_lipsync(client, video, audio, *, photo=None, steps=2, policy="pingpong", **overrides):
+    from gradio_client import handle_file
+
+    args = dict(video=handle_file(str(video)) if video else None, photo=handle_file(str(photo)) if photo else None,
+                audio=handle_file(str(audio)), steps=steps, reference_frame=0, own_reference=True, seed=7,
+                scheduler="ddim", batch_size=16, paste="mouth", length_policy=policy, pads="0,0,0,0",
+                audio_offset=0, detector="opencv")
+    args.update(overrides)
+    return client.predict(**args, api_name="/lipsync")
+
+
+def report_frames(markdown: str) -> int:
+    return int(re.search(r"\|\s*frames\s*\|\s*(\d+)\s*\|", markdown).group(1))
+
+
+def test_bad_uploads_show_a_message_and_the_app_keeps_serving(served, media_dir, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    client, _ = served
+    fake = tmp_path / "holiday.mp4"
+    fake.write_text("this is not a video")
+    with pytest.raises(AppError, match="holiday"):  # the message names the file the user uploaded
+        call_lipsync(client, fake, media_dir / "tts_en.wav")
+
+    blip = cut_audio(media_dir / "tts_en.wav", tmp_path / "blip.wav", 0.05)
+    with pytest.raises(AppError, match=r"0\.2 s"):
+        call_lipsync(client, media_dir / CLIP, blip)
+
+    with pytest.raises(AppError, match="top,bottom,left,right"):
+        call_lipsync(client, media_dir / CLIP, media_dir / "tts_en.wav", pads="1,2")
+
+    # the server is still there: a one-frame preview runs
+    from gradio_client import handle_file
+
+    image = client.predict(video=handle_file(str(media_dir / CLIP)), photo=None,
+                           audio=handle_file(str(media_dir / "tts_en.wav")), steps=1, reference_frame=0,
+                           own_reference=True, seed=7, scheduler="ddim", batch_size=1, paste="mouth",
+                           length_policy="pingpong", pads="0,0,0,0", audio_offset=0, detector="opencv",
+                           api_name="/preview_first_frame")
+    assert probe_video(image).size == (524, 524)
+
+
+def test_audio_shorter_than_clip(served, media_dir, tmp_path):
+    client, engine = served
+    audio = cut_audio(media_dir / "tts_en.wav", tmp_path / "speech_1s.wav", 1.2, start=0.5)
+    side_by_side, result, download, report = call_lipsync(client, media_dir / CLIP, audio)
+
+    assert engine.pipeline_loaded
+    assert abs(probe_duration(result) - probe_duration(audio)) <= FRAME + 1e-3  # the speech sets the length
+    assert abs(probe_duration(side_by_side) - probe_duration(result)) <= FRAME + 1e-3
+    assert probe_video(result).size == (524, 524)
+    assert probe_video(side_by_side).width == 2 * 524  # source | Diff2Lip
+    assert download.endswith(".mp4") and probe_duration(download) == pytest.approx(probe_duration(result))
+    assert report_frames(report) == pytest.approx(probe_duration(result) * 25, abs=1)
+
+
+def test_clip_shorter_than_audio_with_shortest_policy(served, media_dir, tmp_path):
+    client, engine = served
+    pipeline = engine.pipeline
+    clip = tmp_path / "short_clip.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(media_dir / CLIP), "-frames:v", "15",
+                    "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)], check=True)
+    audio = cut_audio(media_dir / "tts_en.wav", tmp_path / "speech_2s.wav", 2.0, start=0.5)
+    _, result, _, report = call_lipsync(client, clip, audio, steps=1, policy="shortest")
+
+    assert abs(probe_duration(result) - 15 / 25) <= FRAME + 1e-3  # the clip sets the length
+    assert report_frames(report) == 15
+    assert engine.pipeline is pipeline  # one model per process, reused by every job
