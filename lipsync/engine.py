@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import OrderedDict
 import threading
 import time
 from dataclasses import dataclass, field
@@ -247,6 +248,8 @@ class LipSyncEngine:
         self._detectors: Dict[str, object] = {}
         self._lock = threading.RLock()
         self._base_scheduler_config = None
+        # detections of recent clips: re-running a clip with other audio or settings skips detection
+        self._detections: "OrderedDict[tuple, Tuple[List[np.ndarray], bool]]" = OrderedDict()
 
     # -- lazily built components ------------------------------------------------------------------------
     @property
@@ -375,23 +378,11 @@ class LipSyncEngine:
             mels = audio_io.mel_windows(mel, fps, num_frames=num_output, audio_offset=options.audio_offset)
             src = source_indices(source.num_frames, num_output, "loop" if policy == "shortest" else policy)
         notify("audio", 1.0, f"{seconds:.2f} s of audio -> {num_output} frames")
+        self.pipeline  # fail fast (weights unreachable) before the long detection pass
 
         # 2. Pass 1: decode and detect chunk by chunk; keep only detections
         used = int(src.max()) + 1
-        detector = self.detector(options.detector)
-        detections: List[np.ndarray] = []
-        chunks = source.chunks(options.chunk_frames, count=used)
-        while True:
-            with timer("decode"):
-                chunk = next(chunks, None)
-            if chunk is None:
-                break
-            with timer("detect"):
-                detections.extend(detector.detect(chunk[: used - len(detections)]))
-            notify("detect", min(1.0, len(detections) / used), f"faces: frame {len(detections)}/{used}")
-            if len(detections) >= used:
-                break
-        chunks.close()
+        detections = self._detect(source, used, options, timer, notify)
         if len(detections) < used:  # fewer frames decoded than probed: map the timeline onto what exists
             src = np.minimum(src, len(detections) - 1)
             used = len(detections)
@@ -410,6 +401,34 @@ class LipSyncEngine:
             frame = source.read(k, k + 1)
             reference = face_ops.crop_faces(frame, boxes[k:k + 1], FACE_SIZE)[0]
         return _Plan(source, wav, mels, src, boxes, valid, found, reference)
+
+    def _detect(self, source: FrameSource, used: int, options: JobOptions, timer: _Timer, notify) -> List[np.ndarray]:
+        """Per-frame detections of frames [0, used), decoded chunk by chunk (only detections are kept)."""
+        stat = source.path.stat()
+        key = (str(source.path.resolve()), stat.st_size, stat.st_mtime_ns, options.detector)
+        cached, whole_clip = self._detections.get(key, (None, False))
+        if cached is not None and (len(cached) >= used or whole_clip):
+            self._detections.move_to_end(key)
+            notify("detect", 1.0, "faces: reused from the previous run")
+            return cached[:used]
+        detector = self.detector(options.detector)
+        detections: List[np.ndarray] = []
+        chunks = source.chunks(options.chunk_frames, count=used)
+        try:
+            while len(detections) < used:
+                with timer("decode"):
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    break
+                with timer("detect"):
+                    detections.extend(detector.detect(chunk[: used - len(detections)]))
+                notify("detect", min(1.0, len(detections) / used), f"faces: frame {len(detections)}/{used}")
+        finally:
+            chunks.close()
+        self._detections[key] = (detections, len(detections) < used)  # fewer: the clip has no more frames
+        while len(self._detections) > 4:
+            self._detections.popitem(last=False)
+        return detections
 
     def _generate(self, plan: _Plan, options: JobOptions, timer: _Timer, notify) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         """Yield (source frames, lip-synced frames) chunks of the output timeline."""

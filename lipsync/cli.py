@@ -1,0 +1,110 @@
+"""Command line: ``python -m lipsync --video V --audio A --output O [options]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+from .engine import LENGTH_POLICIES, PAPER_SEED, PASTE_MODES, SCHEDULERS, JobOptions, LipSyncEngine
+from .errors import LipSyncError
+from .faces import DETECTORS
+
+
+def _reference(text: str) -> Optional[int]:
+    if text.lower() in ("self", "each", "cross"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--reference-frame must be a frame number or 'self', got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lipsync",
+                                description="Lip-sync a face video (or photo) to a speech track with Diff2Lip.")
+    p.add_argument("--video", required=True, help="face video (mp4/mov/mkv/webm) or a still photo (png/jpg)")
+    p.add_argument("--audio", required=True, help="speech (wav/flac/mp3/m4a/ogg) or a video whose audio to use")
+    p.add_argument("--output", required=True, help="the MP4 to write")
+    p.add_argument("--steps", type=int, default=25, help="sampling steps (paper: 25)")
+    p.add_argument("--reference-frame", type=_reference, default=None, metavar="N|self",
+                   help="frame whose face is the identity reference for all frames; 'self' (default): each frame "
+                        "is its own reference, as in the paper")
+    p.add_argument("--seed", type=int, default=PAPER_SEED, help="seed of the one shared initial noise (paper: 7)")
+    p.add_argument("--checkpoint", default=None,
+                   help="converted folder, original checkpoint.pt or Hub repo; default: $LIPSYNC_CHECKPOINT or the "
+                        "paper checkpoint from the Hub")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: the GPU when there is one)")
+    p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="GPU precision (default fp16)")
+    p.add_argument("--batch-size", type=int, default=8, help="frames denoised together")
+    p.add_argument("--paste", choices=PASTE_MODES, default="mouth",
+                   help="mouth: only the generated lower half, feathered (default); box: the official paste")
+    p.add_argument("--length-policy", choices=LENGTH_POLICIES, default="pingpong",
+                   help="audio longer than the video: play it forward and backward (pingpong) or loop; "
+                        "shortest: stop at the shorter of the two (official)")
+    p.add_argument("--side-by-side", nargs="?", const="", default=None, metavar="PATH",
+                   help="also write a labelled source | Diff2Lip video (default path: <output>_side_by_side.mp4)")
+    p.add_argument("--detector", choices=list(DETECTORS), default="s3fd", help="face detector")
+    p.add_argument("--pads", type=int, nargs=4, default=(0, 0, 0, 0), metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                   help="pixels added around each detected face")
+    p.add_argument("--audio-offset", type=int, default=0, help="shift audio by N frames (0 = official alignment)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="sampler (paper: ddim)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+class ProgressBars:
+    """One tqdm bar per stage, driven by the engine's progress(stage, fraction, message) callback."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bars: Dict[str, object] = {}
+
+    def __call__(self, stage: str, fraction: float, message: str) -> None:
+        if not self.enabled:
+            return
+        from tqdm.auto import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = tqdm(total=1000, desc=f"{stage:>9}", leave=False, file=sys.stderr,
+                                          bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+        bar.update(int(round(fraction * 1000)) - bar.n)
+        bar.set_postfix_str(message, refresh=True)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()  # errors reach the user as one line, not library chatter
+    diffusers_logging.disable_progress_bar()
+    options = JobOptions(
+        num_inference_steps=args.steps, reference_frame=args.reference_frame, seed=args.seed,
+        batch_size=args.batch_size, paste=args.paste, length_policy=args.length_policy, pads=tuple(args.pads),
+        audio_offset=args.audio_offset, scheduler=args.scheduler, detector=args.detector,
+        side_by_side=args.side_by_side is not None,
+    )
+    engine = LipSyncEngine(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, detector=args.detector)
+    bars = ProgressBars(enabled=not args.quiet)
+    try:
+        report = engine.run(args.video, args.audio, args.output, options, progress=bars,
+                            side_by_side_path=args.side_by_side or None)
+    except (LipSyncError, ValueError) as exc:
+        bars.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        bars.close()
+        print("error: interrupted; no output was written", file=sys.stderr)
+        return 130
+    bars.close()
+    print(report.summary())
+    return 0
