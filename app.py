@@ -80,7 +80,7 @@ def parse_pads(text: str | None) -> tuple[int, int, int, int]:
         pads = ()
     if len(pads) != 4:
         raise gr.Error(f"face padding must be 4 numbers 'top,bottom,left,right' in pixels, e.g. '0,10,0,0'; "
-                       f"got {text!r}")
+                       f"got {text!r}", print_exception=False)
     return pads
 
 
@@ -106,7 +106,8 @@ def _user_errors(what: str):
     except gr.Error:
         raise
     except LipSyncError as exc:
-        raise gr.Error(str(exc)) from exc
+        logger.warning("%s: %s", what, exc)
+        raise gr.Error(str(exc), print_exception=False) from exc
     except Exception as exc:
         logger.exception("%s failed", what)
         raise gr.Error(f"{what} failed unexpectedly ({type(exc).__name__}: {exc}). "
@@ -135,7 +136,7 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: float | None = DEFAULT_MAX
             return video
         if photo:
             return photo
-        raise gr.Error("Upload a face video or a face photo first.")
+        raise gr.Error("Upload a face video or a face photo first.", print_exception=False)
 
     def make_options(steps, reference_frame, own_reference, seed, scheduler, batch_size, paste,
                      length_policy, pads, audio_offset, detector) -> JobOptions:
@@ -147,7 +148,7 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: float | None = DEFAULT_MAX
         try:
             options.validate()
         except ValueError as exc:
-            raise gr.Error(str(exc)) from exc
+            raise gr.Error(str(exc), print_exception=False) from exc
         return options
 
     def run_job(face, audio, output, options, progress):
@@ -187,7 +188,7 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: float | None = DEFAULT_MAX
                          batch_size, paste, length_policy, pads, audio_offset, detector):
         face = face_of(video, photo)
         if not audio:
-            raise gr.Error("Upload or record some speech first.")
+            raise gr.Error("Upload or record some speech first.", print_exception=False)
         options = make_options(steps, reference_frame, own_reference, seed, scheduler, batch_size, paste,
                                length_policy, pads, audio_offset, detector)
         with _user_errors("the first-frame preview"):
@@ -197,7 +198,7 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: float | None = DEFAULT_MAX
                paste, length_policy, pads, audio_offset, detector, progress=gr.Progress()):
         face = face_of(video, photo)
         if not audio:
-            raise gr.Error("Upload or record some speech first.")
+            raise gr.Error("Upload or record some speech first.", print_exception=False)
         options = make_options(steps, reference_frame, own_reference, seed, scheduler, batch_size, paste,
                                length_policy, pads, audio_offset, detector)
         folder = jobs.new()
