@@ -110,6 +110,15 @@ def image_at(page, src: str) -> np.ndarray:
     return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
+def save_for_readme(shot: Path, target: Path) -> None:
+    """A 256-colour copy of the screenshot (about a quarter of the size) for the README."""
+    from PIL import Image
+
+    target.parent.mkdir(exist_ok=True)
+    image = Image.open(shot).convert("RGB")
+    image.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(target, optimize=True)
+
+
 PLAY_JS = """async (selector) => {
     const video = document.querySelector(selector);
     video.muted = true;
@@ -204,6 +213,5 @@ def test_user_session(browser, app_url, media_dir, tmp_path):
 
     shot = tmp_path / "app.png"
     page.screenshot(path=str(shot), full_page=True)
-    (REPO / "docs").mkdir(exist_ok=True)
-    shutil.copyfile(shot, REPO / "docs" / "screenshot.png")
+    save_for_readme(shot, REPO / "docs" / "screenshot.png")
     page.close()
