@@ -2,10 +2,12 @@
 
 import functools
 import json
+import os
 import re
 import socket
 import subprocess
 import sys
+import time
 import types
 
 import gradio as gr
@@ -131,7 +133,7 @@ def served(tiny_pipeline_dir):
     demo.close()
 
 
-def call_lipsync(client, video, audio, *, photo=None, steps=2, policy="pingpong", **overrides):
+def call_lipsync(client, video, audio, *, photo=None, steps=2, policy="pingpong", submit=False, **overrides):
     from gradio_client import handle_file
 
     args = dict(video=handle_file(str(video)) if video else None, photo=handle_file(str(photo)) if photo else None,
@@ -139,6 +141,8 @@ def call_lipsync(client, video, audio, *, photo=None, steps=2, policy="pingpong"
                 scheduler="ddim", batch_size=16, paste="mouth", length_policy=policy, pads="0,0,0,0",
                 audio_offset=0, detector="opencv")
     args.update(overrides)
+    if submit:
+        return client.submit(**args, api_name="/lipsync")
     return client.predict(**args, api_name="/lipsync")
 
 
@@ -176,7 +180,15 @@ def test_bad_uploads_show_a_message_and_the_app_keeps_serving(served, media_dir,
 def test_audio_shorter_than_clip(served, media_dir, tmp_path):
     client, engine = served
     audio = cut_audio(media_dir / "tts_en.wav", tmp_path / "speech_1s.wav", 1.2, start=0.5)
-    side_by_side, result, download, report = call_lipsync(client, media_dir / CLIP, audio)
+    job = call_lipsync(client, media_dir / CLIP, audio, submit=True)
+    messages = []
+    while not job.done():
+        status = job.status()
+        messages += [unit.desc for unit in status.progress_data or [] if unit.desc]
+        time.sleep(0.05)
+    side_by_side, result, download, report = job.result()
+    # the progress bar names the stage and the diffusion step
+    assert any(re.match(r"diffusion: diffusion step \d+/2, frame \d+/30", m) for m in messages), messages
 
     assert engine.pipeline_loaded
     assert abs(probe_duration(result) - probe_duration(audio)) <= FRAME + 1e-3  # the speech sets the length
@@ -199,3 +211,44 @@ def test_clip_shorter_than_audio_with_shortest_policy(served, media_dir, tmp_pat
     assert abs(probe_duration(result) - 15 / 25) <= FRAME + 1e-3  # the clip sets the length
     assert report_frames(report) == 15
     assert engine.pipeline is pipeline  # one model per process, reused by every job
+
+
+def test_still_photo_is_held_for_the_whole_speech(served, media_dir, tmp_path):
+    client, _ = served
+    audio = cut_audio(media_dir / "tts_en.wav", tmp_path / "speech.wav", 0.6, start=0.5)
+    _, result, _, report = call_lipsync(client, None, audio, photo=REPO / "assets" / "example_face.png", steps=1)
+    assert abs(probe_duration(result) - 0.6) <= FRAME + 1e-3
+    assert probe_video(result).size == (256, 256)
+    assert report_frames(report) == 15
+
+
+def test_command_line_limits(tiny_pipeline_dir, media_dir, tmp_path):
+    """``python app.py`` with --max-upload-mb and $LIPSYNC_MAX_SECONDS: both limits reach the user."""
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    port = free_port()
+    env = {**os.environ, "LIPSYNC_MAX_SECONDS": "1"}
+    command = [sys.executable, "app.py", "--checkpoint", str(tiny_pipeline_dir), "--device", "cpu",
+               "--host", "127.0.0.1", "--port", str(port), "--max-upload-mb", "0.2", "--detector", "opencv"]
+    server = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:  # not listening yet
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"app.py did not start: {server.stderr.read().decode()[-2000:]}")
+                time.sleep(0.5)
+        assert client.config["max_file_size"] == int(0.2 * 1024 * 1024)
+        big = media_dir / CLIP  # ~390 KB
+        with pytest.raises(Exception, match="maximum file size"):
+            call_lipsync(client, big, media_dir / "tts_en.wav")
+        speech = cut_audio(media_dir / "tts_en.wav", tmp_path / "speech.wav", 2.0)  # 64 KB, but 2 s
+        with pytest.raises(AppError, match="at most 1 s"):
+            call_lipsync(client, REPO / "assets" / "example_face.mp4", speech)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
