@@ -318,10 +318,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     engine = LipSyncEngine(checkpoint=args.checkpoint, device=args.device, detector=args.detector)
+    demo = build_demo(engine, max_seconds=args.max_seconds or None, default_detector=args.detector,
+                      queue_size=args.queue_size)  # imports `spaces` (if any) before torch touches CUDA
     if args.preload:
         engine.pipeline  # noqa: B018 - ZeroGPU wants the weights in the main process before the first job
-    demo = build_demo(engine, max_seconds=args.max_seconds or None, default_detector=args.detector,
-                      queue_size=args.queue_size)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                 max_file_size=int(args.max_upload_mb * 1024 * 1024) if args.max_upload_mb > 0 else None)
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO
 
 import app
-from lipsync.engine import LipSyncEngine
+from lipsync.engine import JobOptions, LipSyncEngine
 from lipsync.video import probe_duration, probe_video
 
 CLIP = "pub_video2_retalking_face5.mp4"  # 524x524, 25 fps, 122 frames
@@ -93,27 +93,29 @@ def test_job_folders_keep_only_the_last_few():
     assert left == made[-2:]  # disk use stays bounded: older job folders are gone
 
 
-def test_gpu_wrapper_only_on_spaces(monkeypatch):
+def test_gpu_wrapper_only_on_spaces(monkeypatch, media_dir, tmp_path):
     def work(steps, frames):
         return steps * frames
 
-    monkeypatch.setitem(sys.modules, "spaces", None)  # import spaces -> ImportError
+    monkeypatch.setitem(sys.modules, "spaces", None)  # import spaces -> ImportError: nothing changes
     assert app._on_gpu(work, lambda *a: 60) is work
 
-    requested = []
+    decorated = {}
 
     def gpu(duration):
         def wrap(fn):
-            def run(*args):
-                requested.append(duration(*args))
-                return fn(*args)
-            return run
+            decorated[fn.__name__] = duration
+            return fn
         return wrap
 
     monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
-    wrapped = app._on_gpu(work, lambda steps, frames: app.gpu_seconds(steps, frames))
-    assert wrapped(25, 125) == 25 * 125
-    assert requested == [app.gpu_seconds(25, 125)]
+    app.build_demo(LipSyncEngine(checkpoint=tmp_path, detector="opencv"))
+    assert set(decorated) == {"run_job", "preview_job"}  # both model calls ask for a GPU ...
+    clip, audio = str(media_dir / CLIP), str(media_dir / "tts_en.wav")  # 6.43 s of speech: 161 frames at 25 fps
+    options = JobOptions(num_inference_steps=25)
+    # ... for as long as steps x frames needs
+    assert decorated["run_job"](clip, audio, str(tmp_path / "out.mp4"), options, None) == app.gpu_seconds(25, 161)
+    assert decorated["preview_job"](clip, audio, options) == app.gpu_seconds(25, 1)
     assert app.gpu_seconds(50, 250) > app.gpu_seconds(25, 125) > app.gpu_seconds(1, 1) > 0
 
 
