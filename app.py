@@ -155,7 +155,13 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: float | None = DEFAULT_MAX
         return engine.run(face, audio, output, options, progress=progress)
 
     def run_job_seconds(face, audio, output, options, progress):
-        return gpu_seconds(options.num_inference_steps, int(probe_duration(audio) * 25) + 1)
+        try:
+            seconds = probe_duration(audio)
+        except LipSyncError:  # the job itself will say what is wrong with the file
+            seconds = 0.0
+        if max_seconds:
+            seconds = min(seconds, max_seconds)
+        return gpu_seconds(options.num_inference_steps, int(seconds * 25) + 1)
 
     def preview_job(face, audio, options):
         return engine.preview_first_frame(face, audio, options)
