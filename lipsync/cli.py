@@ -51,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pixels added around each detected face")
     p.add_argument("--audio-offset", type=int, default=0, help="shift audio by N frames (0 = official alignment)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="sampler (paper: ddim)")
+    p.add_argument("--compare-wav2lip", action="store_true",
+                   help="also run Wav2Lip (non-commercial weights, downloaded on first use from Nekochu/Wav2Lip); the "
+                        "side-by-side (written even without --side-by-side) becomes source | Wav2Lip | Diff2Lip")
+    p.add_argument("--wav2lip-checkpoint", default=None, metavar="PATH",
+                   help="Wav2Lip weights (wav2lip_gan.pth); default: $LIPSYNC_WAV2LIP_CHECKPOINT or the Hub")
+    p.add_argument("--wav2lip-video", default=None, metavar="PATH",
+                   help="an existing Wav2Lip result of the same clip and audio to compare with (Wav2Lip is not run)")
+    p.add_argument("--score", action="store_true",
+                   help="print LSE-D / LSE-C (SyncNet) of the source, Diff2Lip (and Wav2Lip) against the audio")
+    p.add_argument("--syncnet-checkpoint", default=None, metavar="PATH",
+                   help="SyncNet v2 weights (syncnet_v2.model); default: $LIPSYNC_SYNCNET_CHECKPOINT or the Hub")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -90,7 +101,10 @@ def main(argv=None) -> int:
         num_inference_steps=args.steps, reference_frame=args.reference_frame, seed=args.seed,
         batch_size=args.batch_size, paste=args.paste, length_policy=args.length_policy, pads=tuple(args.pads),
         audio_offset=args.audio_offset, scheduler=args.scheduler, detector=args.detector,
-        side_by_side=args.side_by_side is not None,
+        side_by_side=args.side_by_side is not None or args.compare_wav2lip or args.wav2lip_video is not None,
+        compare_wav2lip=args.compare_wav2lip,
+        wav2lip_checkpoint=args.wav2lip_checkpoint, wav2lip_video=args.wav2lip_video, score=args.score,
+        syncnet_checkpoint=args.syncnet_checkpoint,
     )
     engine = LipSyncEngine(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, detector=args.detector)
     bars = ProgressBars(enabled=not args.quiet)
@@ -107,4 +121,6 @@ def main(argv=None) -> int:
         return 130
     bars.close()
     print(report.summary())
+    if report.scores:
+        print(report.scores_markdown())
     return 0

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from . import audio as audio_io
+from . import compare
 from . import faces as face_ops
 from . import video as video_io
 from .errors import AudioTooShortError, InvalidMediaError, LipSyncError, NoFaceError
@@ -36,7 +37,8 @@ logger = logging.getLogger(__name__)
 SCHEDULERS = ("ddim", "dpm", "unipc", "euler")
 LENGTH_POLICIES = ("pingpong", "loop", "shortest")
 PASTE_MODES = ("mouth", "box")
-STAGES = ("decode", "detect", "audio", "diffusion", "paste", "encode")
+STAGES = ("decode", "detect", "audio", "diffusion", "paste", "encode", "wav2lip", "score")
+OPTIONAL_STAGES = ("wav2lip", "score")  # reported only when a job used them
 IMAGE_FPS = Fraction(25)  # a still photo becomes a 25 fps clip
 FACE_SIZE = 128
 PAPER_SEED = 7
@@ -61,6 +63,18 @@ class JobOptions:
     side_by_side: bool = True
     chunk_frames: int = 32
     max_seconds: Optional[float] = None
+    # comparison and scores (lipsync.compare)
+    compare_wav2lip: bool = False  # run Wav2Lip too: the side-by-side becomes source | Wav2Lip | Diff2Lip
+    wav2lip_checkpoint: Optional[str] = None  # None: $LIPSYNC_WAV2LIP_CHECKPOINT or the Hub
+    wav2lip_video: Optional[str] = None  # an existing Wav2Lip result to show instead of running Wav2Lip
+    score: bool = False  # LSE-D / LSE-C of source, (Wav2Lip) and Diff2Lip against the driving audio
+    syncnet_checkpoint: Optional[str] = None  # None: $LIPSYNC_SYNCNET_CHECKPOINT or the Hub
+    score_seconds: float = compare.SCORE_SECONDS  # only the first seconds of the output are scored
+
+    @property
+    def with_wav2lip(self) -> bool:
+        """Whether the job has a Wav2Lip panel (run here, or the user's ``wav2lip_video``)."""
+        return bool(self.compare_wav2lip or self.wav2lip_video)
 
     def validate(self) -> None:
         if not 1 <= int(self.num_inference_steps) <= 1000:
@@ -75,6 +89,8 @@ class JobOptions:
             raise ValueError(f"pads must be 4 numbers (top, bottom, left, right), got {self.pads!r}")
         if int(self.batch_size) < 1 or int(self.chunk_frames) < 1:
             raise ValueError("batch_size and chunk_frames must be at least 1")
+        if not float(self.score_seconds) > 0:
+            raise ValueError(f"score_seconds must be positive, got {self.score_seconds}")
 
 
 @dataclass
@@ -97,6 +113,8 @@ class JobReport:
     boxes: Optional[np.ndarray] = field(default=None, repr=False)
     valid: Optional[np.ndarray] = field(default=None, repr=False)
     source_index: Optional[np.ndarray] = field(default=None, repr=False)
+    # with options.score: {"source" | "wav2lip" | "diffusion": {"lse_d", "lse_c", "offset", "frames", "seconds"}}
+    scores: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
     def summary(self) -> str:
         total = sum(self.seconds.values())
@@ -110,6 +128,10 @@ class JobReport:
                 ("faces interpolated", self.faces_interpolated), ("faces missing", self.faces_missing)]
         rows += [(f"{stage} (s)", f"{seconds:.2f}") for stage, seconds in self.seconds.items()]
         return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+    def scores_markdown(self) -> str:
+        """LSE-D / LSE-C / offset per stream as a small Markdown table ("" without scores)."""
+        return compare.scores_markdown(self.scores)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -239,8 +261,11 @@ class LipSyncEngine:
     """
 
     def __init__(self, pipeline=None, checkpoint=None, device: Optional[str] = None, detector: str = "s3fd",
-                 dtype=None):
+                 dtype=None, wav2lip=None, syncnet=None):
         self._pipeline = pipeline
+        # comparison models, keyed by checkpoint (None: the default one); injected ones serve None
+        self._wav2lip: Dict[Optional[str], object] = {} if wav2lip is None else {None: wav2lip}
+        self._syncnet: Dict[Optional[str], object] = {} if syncnet is None else {None: syncnet}
         self.checkpoint = checkpoint
         self.device = device
         self.dtype = dtype
@@ -265,6 +290,28 @@ class LipSyncEngine:
     @property
     def pipeline_loaded(self) -> bool:
         return self._pipeline is not None
+
+    def wav2lip_model(self, checkpoint: Optional[str] = None):
+        """The Wav2Lip generator (``load_wav2lip(checkpoint, device=...)``), loaded once per checkpoint."""
+        key = None if checkpoint is None else str(checkpoint)
+        with self._lock:
+            if key not in self._wav2lip:
+                from .wav2lip import load_wav2lip
+
+                self._wav2lip = {key: load_wav2lip(key, device=self.device)}  # keep one in memory
+            return self._wav2lip[key]
+
+    def sync_scorer(self, checkpoint: Optional[str] = None):
+        """A ``SyncScorer`` over SyncNet v2 (``load_syncnet(checkpoint, device=...)``), loaded once per checkpoint."""
+        key = None if checkpoint is None else str(checkpoint)
+        with self._lock:
+            if key not in self._syncnet:
+                from .syncnet import load_syncnet
+
+                self._syncnet = {key: load_syncnet(key, device=self.device)}
+            from .syncnet import SyncScorer
+
+            return SyncScorer(self._syncnet[key])
 
     def detector(self, name: Optional[str] = None):
         name = name or self.default_detector
@@ -332,8 +379,11 @@ class LipSyncEngine:
         """Lip-sync ``video`` (a clip or a still photo) to ``audio`` and write ``output`` (MP4).
 
         With ``options.side_by_side`` a labelled source | Diff2Lip video goes to ``side_by_side_path``
-        (default: ``<output stem>_side_by_side.mp4``). ``progress(stage, fraction, message)`` reports each
-        stage. Raises ``LipSyncError`` subclasses with user-facing messages; no partial output is left.
+        (default: ``<output stem>_side_by_side.mp4``); with ``options.compare_wav2lip`` (or a given
+        ``options.wav2lip_video``) it is source | Wav2Lip | Diff2Lip. With ``options.score`` the report's
+        ``scores`` hold LSE-D / LSE-C of each stream against the driving audio (first ``score_seconds``).
+        ``progress(stage, fraction, message)`` reports each stage. Raises ``LipSyncError`` subclasses with
+        user-facing messages; no partial output is left.
         """
         options = options or JobOptions()
         options.validate()
@@ -379,9 +429,13 @@ class LipSyncEngine:
             src = source_indices(source.num_frames, num_output, "loop" if policy == "shortest" else policy)
         notify("audio", 1.0, f"{seconds:.2f} s of audio -> {num_output} frames")
         self.pipeline  # fail fast (weights unreachable) before the long detection pass
+        if not max_frames:
+            self._check_comparison(options, num_output, fps)
 
         # 2. Pass 1: decode and detect chunk by chunk; keep only detections
         used = int(src.max()) + 1
+        if options.reference_frame is not None:  # the reference frame needs its face box too
+            used = max(used, min(int(options.reference_frame) + 1, source.num_frames))
         detections = self._detect(source, used, options, timer, notify)
         if len(detections) < used:  # fewer frames decoded than probed: map the timeline onto what exists
             src = np.minimum(src, len(detections) - 1)
@@ -401,6 +455,28 @@ class LipSyncEngine:
             frame = source.read(k, k + 1)
             reference = face_ops.crop_faces(frame, boxes[k:k + 1], FACE_SIZE)[0]
         return _Plan(source, wav, mels, src, boxes, valid, found, reference)
+
+    def _check_comparison(self, options: JobOptions, num_output: int, fps) -> None:
+        """Load the Wav2Lip / SyncNet weights and probe a given Wav2Lip result before the long passes."""
+        shown = options.side_by_side or options.score  # otherwise the Wav2Lip result would be shown nowhere
+        if shown and options.wav2lip_video:
+            video_io.probe_video(options.wav2lip_video)
+        elif shown and options.compare_wav2lip:
+            self.wav2lip_model(options.wav2lip_checkpoint)
+        if options.score:
+            compare.check_scorable(num_output, fps, options.score_seconds)
+            self.sync_scorer(options.syncnet_checkpoint)
+
+    def _comparison(self, plan: _Plan, options: JobOptions):
+        """The Wav2Lip panel's source (``.frames(start, frames)`` along the output timeline), or None."""
+        size = (plan.source.width, plan.source.height)
+        if options.wav2lip_video:
+            return compare.Wav2LipVideoReader(options.wav2lip_video, size, plan.source.fps)
+        if options.compare_wav2lip:
+            mels = compare.wav2lip_mels(plan.wav, plan.source.fps, len(plan.src), options.audio_offset)
+            return compare.Wav2LipRunner(self.wav2lip_model(options.wav2lip_checkpoint), plan.boxes[plan.src],
+                                         plan.valid[plan.src], mels, (size[1], size[0], 3))
+        return None
 
     def _detect(self, source: FrameSource, used: int, options: JobOptions, timer: _Timer, notify) -> List[np.ndarray]:
         """Per-frame detections of frames [0, used), decoded chunk by chunk (only detections are kept)."""
@@ -481,18 +557,43 @@ class LipSyncEngine:
     def _render(self, plan: _Plan, options: JobOptions, output: Path, sbs: Optional[Path], audio: Path,
                 timer: _Timer, notify) -> JobReport:
         fps, size = plan.source.fps, (plan.source.width, plan.source.height)
+        total = len(plan.src)
+        scores: Dict[str, Dict[str, float]] = {}
         with contextlib.ExitStack() as stack:
             writer = stack.enter_context(video_io.VideoWriter(output, fps, size, audio_path=audio))
+            comparison = self._comparison(plan, options) if (sbs is not None or options.score) else None
+            if comparison is not None and hasattr(comparison, "close"):
+                stack.callback(comparison.close)
+            collector = None
+            if options.score:
+                collector = compare.SyncCropCollector(plan.boxes[plan.src], fps, options.score_seconds)
+            labels = ("source", "Wav2Lip", "Diff2Lip") if comparison is not None else ("source", "Diff2Lip")
             sbs_writer = None
             if sbs is not None:
-                sbs_size = (2 * size[0] + (size[0] % 2), size[1])
+                sbs_size = (len(labels) * size[0] + (size[0] % 2), size[1])
                 sbs_writer = stack.enter_context(video_io.VideoWriter(sbs, fps, sbs_size, audio_path=audio))
+            start = 0
             for frames, result in self._generate(plan, options, timer, notify):
+                wav2lip = None
+                if comparison is not None:
+                    with timer("wav2lip"):
+                        wav2lip = comparison.frames(start, frames)
+                    notify("wav2lip", (start + len(frames)) / total, f"Wav2Lip frame {start + len(frames)}/{total}")
+                if collector is not None and start < collector.num_frames:
+                    with timer("score"):
+                        collector.add(start, {"source": frames, "wav2lip": wav2lip, "diffusion": result})
                 with timer("encode"):
                     writer.write(result)
                     if sbs_writer is not None:
-                        panels = video_io.side_by_side(frames, result, labels=("source", "Diff2Lip"))
+                        streams = [frames, result] if wav2lip is None else [frames, wav2lip, result]
+                        panels = video_io.side_by_side(streams, labels=labels)
                         sbs_writer.write(_fit_width(panels, sbs_size[0]))
+                start += len(frames)
+            if collector is not None:
+                notify("score", 0.0, "SyncNet: scoring lip sync")
+                with timer("score"):
+                    scores = collector.score(self.sync_scorer(options.syncnet_checkpoint), plan.wav)
+                notify("score", 1.0, "SyncNet: done")
             notify("encode", 0.0, "writing MP4")
             with timer("encode"):
                 try:
@@ -511,8 +612,9 @@ class LipSyncEngine:
             output=output, side_by_side=sbs, frames=len(plan.src), fps=float(fps), width=size[0], height=size[1],
             faces_found=found, faces_missing=int((~plan.valid).sum()),
             faces_interpolated=int((plan.valid & ~plan.found).sum()),
-            seconds={k: round(v, 3) for k, v in timer.seconds.items()}, duration=len(plan.src) / float(fps),
-            boxes=plan.boxes, valid=plan.valid, source_index=plan.src,
+            seconds={k: round(v, 3) for k, v in timer.seconds.items() if k not in OPTIONAL_STAGES or v > 0},
+            duration=len(plan.src) / float(fps), boxes=plan.boxes, valid=plan.valid, source_index=plan.src,
+            scores=scores,
         )
         logger.info(report.summary())
         return report
