@@ -392,7 +392,7 @@ def iter_frames(
         "-map", "0:v:0", "-an", "-sn", "-dn", *limit,
         # Re-zero the video clock so a stream that starts after the audio (video_start > 0) is not padded with
         # copies of its first frame by the constant-rate conversion.
-        "-vf", "setpts=PTS-STARTPTS",
+        "-vf", "setpts=PTS-STARTPTS", "-sws_flags", "bicubic+accurate_rnd+full_chroma_int",
         "-fps_mode", "cfr", "-r", rate,
         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]
@@ -511,7 +511,7 @@ class VideoWriter:
                 writer.write(frames)
         # out.mp4 now exists; on an exception inside the block nothing is left behind.
 
-    Frames are piped to ``ffmpeg -c:v libx264 -preset veryfast -crf 15 -pix_fmt yuv420p`` writing a hidden
+    Frames are piped to ``ffmpeg -c:v libx264 -preset veryfast -crf 12 -pix_fmt yuv420p`` writing a hidden
     temporary file in the output's folder. On success the driving audio is muxed as AAC, padded with silence
     or trimmed to exactly the video length N / fps (or ``duration``), ``-movflags +faststart`` is applied and
     the result is ``os.replace``d onto ``output_path``. Odd frame sizes are padded to even by repeating the last
@@ -540,7 +540,7 @@ class VideoWriter:
         audio_array: np.ndarray | None = None,
         duration: float | None = None,
         side_label: str | None = None,
-        crf: int = 15,
+        crf: int = 12,
         preset: str = "veryfast",
     ) -> None:
         if audio_path is not None and audio_array is not None:
