@@ -2,6 +2,7 @@
 
     python app.py [--checkpoint P] [--device D] [--host H] [--port N] [--share]
                   [--max-seconds S] [--max-upload-mb M] [--detector s3fd|opencv]
+                  [--wav2lip-checkpoint P] [--syncnet-checkpoint P]
 
 Importing this module builds nothing and loads no model: ``main()`` creates the one engine of the
 process and ``build_demo(engine)`` the UI; the model loads on the first job and is reused.
@@ -33,13 +34,17 @@ DEFAULT_MAX_SECONDS = 60.0
 DEFAULT_MAX_UPLOAD_MB = 50.0
 GPU_SECONDS_PER_FRAME_STEP = 0.01  # generous for one 128 px Diff2Lip UNet step per frame on a ZeroGPU slice
 GPU_BASE_SECONDS = 30  # detection, mel, encoding and the first model load
+GPU_SECONDS_PER_WAV2LIP_FRAME = 0.01  # Wav2Lip's 96 px generator, one pass per frame (generous)
+GPU_SECONDS_PER_SCORED_FRAME = 0.02  # SyncNet per frame and scored stream, offset search included (generous)
+GPU_EXTRA_MODEL_SECONDS = 10  # loading the Wav2Lip / SyncNet weights
 
 DESCRIPTION = """\
 # Diff2Lip Studio
 Lip-sync a face video (or a still photo) to any speech with
 [Diff2Lip](https://arxiv.org/abs/2308.09716), an audio-conditioned diffusion model that inpaints the
 lower half of the face. Upload a face and some speech, check the green face box in the preview, then
-press **Lip-sync**. Long clips take a while on a CPU: try a few seconds and ~10 steps first.
+press **Lip-sync**. Long clips take a while on a CPU: try a few seconds and ~10 steps first. Tick
+**Compare with Wav2Lip** for a source | Wav2Lip | Diff2Lip video and **Lip-sync score** for LSE-D / LSE-C.
 """
 
 
@@ -84,9 +89,26 @@ def parse_pads(text: str | None) -> tuple[int, int, int, int]:
     return pads
 
 
-def gpu_seconds(steps: int, frames: int) -> int:
-    """GPU time to ask a ZeroGPU Space for: a fixed part plus steps x frames."""
-    return int(GPU_BASE_SECONDS + GPU_SECONDS_PER_FRAME_STEP * max(1, steps) * max(1, frames))
+def gpu_seconds(steps: int, frames: int, *, wav2lip_frames: int = 0, scored_frames: int = 0) -> int:
+    """GPU time to ask a ZeroGPU Space for: a fixed part plus steps x frames of Diff2Lip, plus the frames
+    Wav2Lip generates and the frames x streams SyncNet scores (each extra model also costs a load)."""
+    seconds = GPU_BASE_SECONDS + GPU_SECONDS_PER_FRAME_STEP * max(1, steps) * max(1, frames)
+    for count, per_frame in ((wav2lip_frames, GPU_SECONDS_PER_WAV2LIP_FRAME),
+                             (scored_frames, GPU_SECONDS_PER_SCORED_FRAME)):
+        if count > 0:
+            seconds += GPU_EXTRA_MODEL_SECONDS + per_frame * count
+    return int(seconds)
+
+
+def job_gpu_seconds(options: JobOptions, frames: int) -> int:
+    """``gpu_seconds`` of a whole job of ``frames`` output frames with ``options`` (comparison and scores included)."""
+    wav2lip_frames = frames if options.compare_wav2lip and not options.wav2lip_video else 0
+    scored_frames = 0
+    if options.score:
+        streams = 3 if options.with_wav2lip else 2  # source, (Wav2Lip,) Diff2Lip
+        scored_frames = streams * min(frames, int(options.score_seconds * 25) + 1)
+    return gpu_seconds(options.num_inference_steps, frames, wav2lip_frames=wav2lip_frames,
+                       scored_frames=scored_frames)
 
 
 def _on_gpu(fn, duration):
@@ -116,8 +138,8 @@ def _user_errors(what: str):
 
 def _progress_reporter(progress: gr.Progress):
     """Map the engine's ``progress(stage, fraction, message)`` onto one Gradio progress bar."""
-    spans = {"audio": (0.0, 0.05), "decode": (0.05, 0.15), "detect": (0.05, 0.15),
-             "diffusion": (0.15, 0.95), "paste": (0.15, 0.95), "encode": (0.95, 1.0)}
+    spans = {"audio": (0.0, 0.05), "decode": (0.05, 0.15), "detect": (0.05, 0.15), "diffusion": (0.15, 0.9),
+             "paste": (0.15, 0.9), "wav2lip": (0.15, 0.9), "score": (0.9, 0.95), "encode": (0.95, 1.0)}
 
     def report(stage: str, fraction: float, message: str) -> None:
         lo, hi = spans.get(stage, (0.0, 1.0))
@@ -127,8 +149,13 @@ def _progress_reporter(progress: gr.Progress):
 
 
 def build_demo(engine: LipSyncEngine, *, max_seconds: float | None = DEFAULT_MAX_SECONDS,
-               default_detector: str = "s3fd", queue_size: int = 16, keep_jobs: int = 3) -> gr.Blocks:
-    """The UI around ``engine`` (used lazily: building the UI loads no model)."""
+               default_detector: str = "s3fd", queue_size: int = 16, keep_jobs: int = 3,
+               wav2lip_checkpoint: str | None = None, syncnet_checkpoint: str | None = None) -> gr.Blocks:
+    """The UI around ``engine`` (used lazily: building the UI loads no model).
+
+    ``wav2lip_checkpoint`` / ``syncnet_checkpoint``: weights for the comparison and the scores (None: the
+    loaders' defaults, $LIPSYNC_WAV2LIP_CHECKPOINT / $LIPSYNC_SYNCNET_CHECKPOINT or the Hub), loaded on first use.
+    """
     jobs = JobFolders(keep_jobs)
 
     def face_of(video, photo) -> str:
@@ -139,12 +166,15 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: float | None = DEFAULT_MAX
         raise gr.Error("Upload a face video or a face photo first.", print_exception=False)
 
     def make_options(steps, reference_frame, own_reference, seed, scheduler, batch_size, paste,
-                     length_policy, pads, audio_offset, detector) -> JobOptions:
+                     length_policy, pads, audio_offset, detector, compare_wav2lip=False, wav2lip_video=None,
+                     score=False) -> JobOptions:
         options = JobOptions(
             num_inference_steps=int(steps), reference_frame=None if own_reference else int(reference_frame),
             seed=int(seed or 0), batch_size=int(batch_size), paste=paste, length_policy=length_policy,
             pads=parse_pads(pads), audio_offset=int(audio_offset or 0), scheduler=scheduler, detector=detector,
-            side_by_side=True, max_seconds=max_seconds)
+            side_by_side=True, max_seconds=max_seconds, compare_wav2lip=bool(compare_wav2lip),
+            wav2lip_checkpoint=wav2lip_checkpoint, wav2lip_video=wav2lip_video or None, score=bool(score),
+            syncnet_checkpoint=syncnet_checkpoint)
         try:
             options.validate()
         except ValueError as exc:
@@ -161,7 +191,7 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: float | None = DEFAULT_MAX
             seconds = 0.0
         if max_seconds:
             seconds = min(seconds, max_seconds)
-        return gpu_seconds(options.num_inference_steps, int(seconds * 25) + 1)
+        return job_gpu_seconds(options, int(seconds * 25) + 1)
 
     def preview_job(face, audio, options):
         return engine.preview_first_frame(face, audio, options)
@@ -201,12 +231,13 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: float | None = DEFAULT_MAX
             return preview_job(face, audio, options)
 
     def on_run(video, photo, audio, steps, reference_frame, own_reference, seed, scheduler, batch_size,
-               paste, length_policy, pads, audio_offset, detector, progress=gr.Progress()):
+               paste, length_policy, pads, audio_offset, detector, compare_wav2lip=False, wav2lip_video=None,
+               score=False, progress=gr.Progress()):  # defaults: API callers may leave the comparison out
         face = face_of(video, photo)
         if not audio:
             raise gr.Error("Upload or record some speech first.", print_exception=False)
         options = make_options(steps, reference_frame, own_reference, seed, scheduler, batch_size, paste,
-                               length_policy, pads, audio_offset, detector)
+                               length_policy, pads, audio_offset, detector, compare_wav2lip, wav2lip_video, score)
         folder = jobs.new()
         output = folder / f"{Path(face).stem[:40]}_diff2lip.mp4"
         try:
@@ -216,7 +247,7 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: float | None = DEFAULT_MAX
             shutil.rmtree(folder, ignore_errors=True)
             raise
         sbs = str(report.side_by_side) if report.side_by_side else None
-        return sbs, str(report.output), str(report.output), report.as_markdown()
+        return sbs, str(report.output), str(report.output), report.as_markdown(), report.scores_markdown()
 
     # -- layout ------------------------------------------------------------------------------------------
     with gr.Blocks(title="Diff2Lip Studio", delete_cache=(1800, 3600)) as demo:
@@ -253,6 +284,15 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: float | None = DEFAULT_MAX
                                              info="positive: the lips follow the audio later")
                     detector = gr.Dropdown(list(DETECTORS), value=default_detector, label="Face detector",
                                            info="s3fd: accurate (downloads weights once); opencv: no download")
+                with gr.Group():
+                    with gr.Row():
+                        compare_wav2lip = gr.Checkbox(
+                            value=False, label="Compare with Wav2Lip", elem_id="compare-wav2lip",
+                            info="side by side: source | Wav2Lip | Diff2Lip (Wav2Lip's weights: non-commercial use)")
+                        score = gr.Checkbox(value=False, label="Lip-sync score (LSE-D / LSE-C)", elem_id="score",
+                                            info="SyncNet against the speech, for each video shown")
+                    wav2lip_video = gr.Video(label="Your Wav2Lip result (optional)", sources=["upload"], height=160,
+                                             elem_id="wav2lip-video")
                 with gr.Row():
                     preview_button = gr.Button("Preview first frame")
                     run_button = gr.Button("Lip-sync", variant="primary", elem_id="run")
@@ -260,10 +300,11 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: float | None = DEFAULT_MAX
                 face_check = gr.Image(label="Face check (green box: detected face; shaded: generated region)",
                                       interactive=False, elem_id="face-check")
                 first_frame = gr.Image(label="First frame, lip-synced", interactive=False, elem_id="first-frame")
-                side_by_side = gr.Video(label="Side by side (source | Diff2Lip)", interactive=False,
-                                        elem_id="side-by-side")
+                side_by_side = gr.Video(label="Side by side (source | Diff2Lip, or source | Wav2Lip | Diff2Lip)",
+                                        interactive=False, elem_id="side-by-side")
                 result = gr.Video(label="Diff2Lip result", interactive=False, elem_id="result")
                 download = gr.File(label="Download the result (MP4)", elem_id="download")
+                scores = gr.Markdown(elem_id="scores")
                 report = gr.Markdown(elem_id="report")
 
         gr.Examples(
@@ -285,8 +326,8 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: float | None = DEFAULT_MAX
         pads.submit(on_preview, preview_inputs, face_check, api_visibility="private", concurrency_id="preview")
         preview_button.click(on_preview_first, [video, photo, audio, *controls], first_frame,
                              api_name="preview_first_frame", concurrency_id="model")
-        run_button.click(on_run, [video, photo, audio, *controls], [side_by_side, result, download, report],
-                         api_name="lipsync", concurrency_id="model")
+        run_button.click(on_run, [video, photo, audio, *controls, compare_wav2lip, wav2lip_video, score],
+                         [side_by_side, result, download, report, scores], api_name="lipsync", concurrency_id="model")
     demo.queue(max_size=queue_size, default_concurrency_limit=1)
     return demo
 
@@ -315,6 +356,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--detector", choices=sorted(DETECTORS), default=os.environ.get("LIPSYNC_DETECTOR", "s3fd"),
                         help="default face detector in the UI (default s3fd)")
     parser.add_argument("--queue-size", type=int, default=16, help="most jobs waiting in the queue")
+    parser.add_argument("--wav2lip-checkpoint", default=None,
+                        help="Wav2Lip weights for 'Compare with Wav2Lip' (default: $LIPSYNC_WAV2LIP_CHECKPOINT or "
+                             "wav2lip_gan.pth from the Hub, downloaded on first use; non-commercial licence)")
+    parser.add_argument("--syncnet-checkpoint", default=None,
+                        help="SyncNet v2 weights for the lip-sync score (default: $LIPSYNC_SYNCNET_CHECKPOINT or "
+                             "the Hub, downloaded on first use)")
     parser.add_argument("--preload", action="store_true", default=bool(os.environ.get("SPACES_ZERO_GPU")),
                         help="load the model at start-up instead of on the first job (on by default on ZeroGPU)")
     return parser.parse_args(argv)
@@ -325,7 +372,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     engine = LipSyncEngine(checkpoint=args.checkpoint, device=args.device, detector=args.detector)
     demo = build_demo(engine, max_seconds=args.max_seconds or None, default_detector=args.detector,
-                      queue_size=args.queue_size)  # imports `spaces` (if any) before torch touches CUDA
+                      queue_size=args.queue_size, wav2lip_checkpoint=args.wav2lip_checkpoint,
+                      syncnet_checkpoint=args.syncnet_checkpoint)  # imports `spaces` (if any) before torch touches CUDA
     if args.preload:
         engine.pipeline  # noqa: B018 - ZeroGPU wants the weights in the main process before the first job
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,

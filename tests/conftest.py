@@ -55,3 +55,24 @@ def tiny_pipeline_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny_pipeline")
     small_pipeline().save_pretrained(path, safe_serialization=True)
     return path
+
+
+def save_comparison_weights(folder: Path, seed: int = 0) -> tuple:
+    """Random Wav2Lip and SyncNet v2 weights in the released layouts (Wav2Lip: {"state_dict": module.*}) in
+    ``folder``; returns (wav2lip .pth, syncnet .model) paths."""
+    import torch
+
+    from lipsync.syncnet import SyncNetV2
+    from lipsync.wav2lip import Wav2LipModel
+
+    torch.manual_seed(seed)
+    wav2lip = {"module." + k: v for k, v in Wav2LipModel().state_dict().items()}
+    torch.save({"state_dict": wav2lip}, folder / "wav2lip_gan.pth")
+    torch.save(SyncNetV2().state_dict(), folder / "syncnet_v2.model")
+    return folder / "wav2lip_gan.pth", folder / "syncnet_v2.model"
+
+
+@pytest.fixture(scope="session")
+def comparison_weights(tmp_path_factory) -> tuple:
+    """(wav2lip_gan.pth, syncnet_v2.model) with random weights, made once per session."""
+    return save_comparison_weights(tmp_path_factory.mktemp("comparison_weights"))

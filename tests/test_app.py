@@ -11,12 +11,13 @@ import time
 import types
 
 import gradio as gr
+import numpy as np
 import pytest
 from conftest import REPO
 
 import app
 from lipsync.engine import JobOptions, LipSyncEngine
-from lipsync.video import probe_duration, probe_video
+from lipsync.video import VideoWriter, probe_duration, probe_video, read_frames
 
 CLIP = "pub_video2_retalking_face5.mp4"  # 524x524, 25 fps, 122 frames
 FRAME = 1 / 25
@@ -117,6 +118,14 @@ def test_gpu_wrapper_only_on_spaces(monkeypatch, media_dir, tmp_path):
     assert decorated["run_job"](clip, audio, str(tmp_path / "out.mp4"), options, None) == app.gpu_seconds(25, 161)
     assert decorated["preview_job"](clip, audio, options) == app.gpu_seconds(25, 1)
     assert app.gpu_seconds(50, 250) > app.gpu_seconds(25, 125) > app.gpu_seconds(1, 1) > 0
+    # running Wav2Lip and scoring three streams ask for more; a given Wav2Lip result costs no Wav2Lip pass
+    compared = JobOptions(num_inference_steps=25, compare_wav2lip=True, score=True)
+    run_seconds = decorated["run_job"](clip, audio, str(tmp_path / "out.mp4"), compared, None)
+    assert run_seconds == app.gpu_seconds(25, 161, wav2lip_frames=161, scored_frames=3 * 161)
+    given = JobOptions(num_inference_steps=25, compare_wav2lip=True, wav2lip_video=clip)
+    assert app.job_gpu_seconds(given, 161) == app.gpu_seconds(25, 161)
+    assert run_seconds > app.job_gpu_seconds(JobOptions(num_inference_steps=25, score=True), 161) > \
+        app.gpu_seconds(25, 161)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -125,9 +134,11 @@ def test_gpu_wrapper_only_on_spaces(monkeypatch, media_dir, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def served(tiny_pipeline_dir):
+def served(tiny_pipeline_dir, comparison_weights):
     engine = LipSyncEngine(checkpoint=tiny_pipeline_dir, device="cpu", detector="opencv")
-    demo = app.build_demo(engine, default_detector="opencv", max_seconds=30)
+    wav2lip_checkpoint, syncnet_checkpoint = comparison_weights  # random weights, loaded only by the comparison
+    demo = app.build_demo(engine, default_detector="opencv", max_seconds=30,
+                          wav2lip_checkpoint=str(wav2lip_checkpoint), syncnet_checkpoint=str(syncnet_checkpoint))
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     from gradio_client import Client
 
@@ -188,7 +199,7 @@ def test_audio_shorter_than_clip(served, media_dir, tmp_path):
         status = job.status()
         messages += [unit.desc for unit in status.progress_data or [] if unit.desc]
         time.sleep(0.05)
-    side_by_side, result, download, report = job.result()
+    side_by_side, result, download, report, scores = job.result()
     # the progress bar names the stage and the diffusion step
     assert any(re.match(r"diffusion: diffusion step \d+/2, frame \d+/30", m) for m in messages), messages
 
@@ -199,6 +210,7 @@ def test_audio_shorter_than_clip(served, media_dir, tmp_path):
     assert probe_video(side_by_side).width == 2 * 524  # source | Diff2Lip
     assert download.endswith(".mp4") and probe_duration(download) == pytest.approx(probe_duration(result))
     assert report_frames(report) == pytest.approx(probe_duration(result) * 25, abs=1)
+    assert scores == ""  # no score asked for: no table
 
 
 def test_clip_shorter_than_audio_with_shortest_policy(served, media_dir, tmp_path):
@@ -208,7 +220,7 @@ def test_clip_shorter_than_audio_with_shortest_policy(served, media_dir, tmp_pat
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(media_dir / CLIP), "-frames:v", "15",
                     "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)], check=True)
     audio = cut_audio(media_dir / "tts_en.wav", tmp_path / "speech_2s.wav", 2.0, start=0.5)
-    _, result, _, report = call_lipsync(client, clip, audio, steps=1, policy="shortest")
+    _, result, _, report, _ = call_lipsync(client, clip, audio, steps=1, policy="shortest")
 
     assert abs(probe_duration(result) - 15 / 25) <= FRAME + 1e-3  # the clip sets the length
     assert report_frames(report) == 15
@@ -218,21 +230,67 @@ def test_clip_shorter_than_audio_with_shortest_policy(served, media_dir, tmp_pat
 def test_still_photo_is_held_for_the_whole_speech(served, media_dir, tmp_path):
     client, _ = served
     audio = cut_audio(media_dir / "tts_en.wav", tmp_path / "speech.wav", 0.6, start=0.5)
-    _, result, _, report = call_lipsync(client, None, audio, photo=REPO / "assets" / "example_face.png", steps=1)
+    _, result, _, report, _ = call_lipsync(client, None, audio, photo=REPO / "assets" / "example_face.png",
+                                           steps=1)
     assert abs(probe_duration(result) - 0.6) <= FRAME + 1e-3
     assert probe_video(result).size == (256, 256)
     assert report_frames(report) == 15
 
 
+def score_rows(markdown: str) -> dict:
+    """{video label: (LSE-D, LSE-C)} from the score table."""
+    number = r"\s*(-?\d+(?:\.\d+)?)\s*\|"
+    rows = re.findall(r"^\|\s*([^|]+?)\s*\|" + number + number, markdown, flags=re.M)
+    return {label: (float(d), float(c)) for label, d, c in rows}
+
+
+def test_three_way_comparison_with_scores(served, media_dir, tmp_path):
+    client, _ = served
+    audio = cut_audio(media_dir / "tts_en.wav", tmp_path / "speech_1s.wav", 1.0, start=0.5)
+    side_by_side, result, _, report, scores = call_lipsync(client, media_dir / CLIP, audio, steps=1,
+                                                           compare_wav2lip=True, score=True)
+    sbs = probe_video(side_by_side)
+    assert sbs.width == 3 * 524 and sbs.height == 524  # source | Wav2Lip | Diff2Lip
+    assert abs(probe_duration(side_by_side) - probe_duration(result)) <= FRAME + 1e-3
+    rows = score_rows(scores)
+    assert list(rows) == ["source (before)", "Wav2Lip", "Diff2Lip"], scores
+    for label, (lse_d, lse_c) in rows.items():
+        assert np.isfinite(lse_d) and lse_d > 0 and np.isfinite(lse_c), label
+    assert "LSE-D" in scores and "LSE-C" in scores
+    assert re.search(r"\|\s*wav2lip \(s\)\s*\|", report) and re.search(r"\|\s*score \(s\)\s*\|", report)
+
+
+def test_own_wav2lip_result_is_the_middle_panel(served, media_dir, tmp_path):
+    from gradio_client import handle_file
+
+    client, _ = served
+    audio = cut_audio(media_dir / "tts_en.wav", tmp_path / "speech.wav", 0.6, start=0.5)
+    given = tmp_path / "my_wav2lip.mp4"  # a "Wav2Lip result" at half size: flat grey 40
+    with VideoWriter(given, 25, (262, 262)) as writer:
+        writer.write(np.full((10, 262, 262, 3), 40, np.uint8))
+        writer.finish()
+    side_by_side, _, _, _, scores = call_lipsync(client, media_dir / CLIP, audio, steps=1,
+                                                 wav2lip_video=handle_file(str(given)))
+    assert probe_video(side_by_side).width == 3 * 524
+    first, last = read_frames(side_by_side, [0, 14])
+    for frame in (first, last):  # resized to the clip; after its 10 frames the last one is held
+        assert abs(frame[100:, 524:2 * 524].mean() - 40) < 3
+        assert abs(frame[100:, :524].mean() - 40) > 20  # the source panel is the face clip
+    assert scores == ""
+
+
 def test_command_line_limits(tiny_pipeline_dir, media_dir, tmp_path):
-    """``python app.py`` with --max-upload-mb and $LIPSYNC_MAX_SECONDS: both limits reach the user."""
+    """``python app.py`` with --max-upload-mb, $LIPSYNC_MAX_SECONDS and the comparison weights' flags: all reach
+    the user."""
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
     port = free_port()
     env = {**os.environ, "LIPSYNC_MAX_SECONDS": "1"}
     command = [sys.executable, "app.py", "--checkpoint", str(tiny_pipeline_dir), "--device", "cpu",
-               "--host", "127.0.0.1", "--port", str(port), "--max-upload-mb", "0.2", "--detector", "opencv"]
+               "--host", "127.0.0.1", "--port", str(port), "--max-upload-mb", "0.2", "--detector", "opencv",
+               "--wav2lip-checkpoint", str(tmp_path / "missing_wav2lip.pth"),
+               "--syncnet-checkpoint", str(tmp_path / "missing_syncnet.model")]
     server = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 90
@@ -251,6 +309,12 @@ def test_command_line_limits(tiny_pipeline_dir, media_dir, tmp_path):
         speech = cut_audio(media_dir / "tts_en.wav", tmp_path / "speech.wav", 2.0)  # 64 KB, but 2 s
         with pytest.raises(AppError, match="at most 1 s"):
             call_lipsync(client, REPO / "assets" / "example_face.mp4", speech)
+        short = cut_audio(media_dir / "tts_en.wav", tmp_path / "short.wav", 0.5)
+        # the weights given on the command line are the ones a comparison / score job loads
+        with pytest.raises(AppError, match=r"missing_wav2lip\.pth.*--wav2lip-checkpoint"):
+            call_lipsync(client, REPO / "assets" / "example_face.mp4", short, steps=1, compare_wav2lip=True)
+        with pytest.raises(AppError, match=r"missing_syncnet\.model.*--syncnet-checkpoint"):
+            call_lipsync(client, REPO / "assets" / "example_face.mp4", short, steps=1, score=True)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -48,12 +48,14 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_pipeline_dir):
+def app_url(tiny_pipeline_dir, comparison_weights):
     import app
     from lipsync.engine import LipSyncEngine
 
     engine = LipSyncEngine(checkpoint=tiny_pipeline_dir, device="cpu", detector="opencv")
-    demo = app.build_demo(engine, default_detector="opencv", max_seconds=30)
+    wav2lip_checkpoint, syncnet_checkpoint = comparison_weights  # random weights
+    demo = app.build_demo(engine, default_detector="opencv", max_seconds=30,
+                          wav2lip_checkpoint=str(wav2lip_checkpoint), syncnet_checkpoint=str(syncnet_checkpoint))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -213,4 +215,25 @@ def test_user_session(browser, app_url, media_dir, tmp_path):
     shot = tmp_path / "app.png"
     page.screenshot(path=str(shot), full_page=True)
     save_for_readme(shot, REPO / "docs" / "screenshot.png")
+
+    # 6. The three-way comparison with scores, on 1.2 s of speech (pingpong again: the speech sets the length):
+    #    source | Wav2Lip | Diff2Lip plays, and the score table lists the three videos
+    clear_component(page, "speech")
+    page.locator("#speech input[type=file]").set_input_files(speech)
+    page.get_by_label("pingpong").check()
+    page.wait_for_timeout(500)
+    page.get_by_label("Compare with Wav2Lip").check()
+    page.get_by_label("Lip-sync score (LSE-D / LSE-C)").check()
+    previous = page.locator("#side-by-side video").get_attribute("src")
+    page.locator("#run").click()
+    page.wait_for_function("(old) => { const v = document.querySelector('#side-by-side video');"
+                           " return v && v.src && v.src !== old; }", arg=previous, timeout=JOB_TIMEOUT_MS)
+    state = page.evaluate(PLAY_JS, "#side-by-side video")
+    assert state["readyState"] >= 2 and state["advanced"] > 0, state
+    assert state["width"] == 3 * 256 and state["height"] == 256  # three panels of the 256 px example face
+    assert abs(probe_duration(local_file(state["src"])) - expected) <= FRAME + 1e-3
+    table = page.locator("#scores table")
+    table.wait_for()
+    labels = [row.inner_text().split("\t")[0].strip() for row in table.locator("tbody tr").all()]
+    assert labels == ["source (before)", "Wav2Lip", "Diff2Lip"], labels
     page.close()
