@@ -1,6 +1,8 @@
 """Shared test fixtures: where ../shared lives, and tiny seeded Diff2Lip components."""
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 # Gradio caches uploads and examples in GRADIO_TEMP_DIR and deletes what an app cached when it shuts down:
 # a folder of this test session's own keeps other Gradio apps on the machine from deleting our files.
 os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="diff2lip-tests-gradio-")
+atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], True)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LIPSYNC_SHARED", REPO.parent / "shared"))
