@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 from typing import Dict, Optional
 
 from .engine import LENGTH_POLICIES, PAPER_SEED, PASTE_MODES, SCHEDULERS, JobOptions, LipSyncEngine

@@ -14,72 +14,21 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
-from typing import Dict, Mapping, Union
+from typing import Mapping, Union
 
 import torch
 
-from .errors import CheckpointMismatchError, LipSyncError
+from .checkpoints import StateDict, load_checked_state_dict, read_state_dict, unwrap_state_dict
+from .errors import LipSyncError
 
-StateDict = Dict[str, torch.Tensor]
-MAX_LISTED_KEYS = 12
+
+WHAT = "the Diff2Lip model configuration"
+HINT = "Check that it is a Diff2Lip checkpoint, and pass config overrides (e.g. model_channels=32) for non-paper sizes."
 
 
 def load_original_state_dict(path: Union[str, os.PathLike]) -> StateDict:
-    """Read a pickled original checkpoint safely (``weights_only=True``) and unwrap it to a flat state dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointMismatchError(f"checkpoint {path} does not exist; pass the path of Diff2Lip's checkpoint.pt")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors come in many types
-        raise CheckpointMismatchError(
-            f"{path} could not be read as a PyTorch checkpoint ({exc}); download checkpoint.pt again"
-        ) from exc
-    return unwrap_state_dict(obj)
-
-
-def unwrap_state_dict(obj: Mapping) -> StateDict:
-    """Accept a bare state dict or one wrapped in ``{"state_dict": ...}`` / ``{"model": ...}``; strip ``module.``."""
-    if not isinstance(obj, Mapping):
-        raise CheckpointMismatchError(f"expected a state dict, got {type(obj).__name__}")
-    for wrapper in ("state_dict", "model", "ema"):
-        if wrapper in obj and isinstance(obj[wrapper], Mapping):
-            obj = obj[wrapper]
-            break
-    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
-
-
-def _listing(keys) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:MAX_LISTED_KEYS])
-    return shown + (f", ... ({len(keys) - MAX_LISTED_KEYS} more)" if len(keys) > MAX_LISTED_KEYS else "")
-
-
-def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Raise ``CheckpointMismatchError`` naming every missing, unexpected or wrongly shaped key."""
-    expected = model.state_dict()
-    missing = set(expected) - set(state_dict)
-    unexpected = set(state_dict) - set(expected)
-    wrong = [
-        f"{k} {tuple(state_dict[k].shape)} != {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}")
-    if wrong:
-        problems.append(f"{len(wrong)} wrong shapes: {_listing(wrong)}")
-    if problems:
-        raise CheckpointMismatchError(
-            "the checkpoint does not match the Diff2Lip model configuration: "
-            + "; ".join(problems)
-            + ". Check that it is a Diff2Lip checkpoint, and pass config overrides (e.g. model_channels=32) "
-            "for non-paper sizes."
-        )
+    """Read a pickled original checkpoint safely (``weights_only=True``) as a flat state dict."""
+    return read_state_dict(path, what="Diff2Lip")
 
 
 def convert_original_checkpoint(path_or_state_dict, **config_overrides):
@@ -87,12 +36,11 @@ def convert_original_checkpoint(path_or_state_dict, **config_overrides):
     from .unet_diff2lip import Diff2LipUNetModel
 
     if isinstance(path_or_state_dict, Mapping):
-        state_dict = unwrap_state_dict(path_or_state_dict)
+        state_dict = unwrap_state_dict(path_or_state_dict, what="Diff2Lip")
     else:
         state_dict = load_original_state_dict(path_or_state_dict)
     model = Diff2LipUNetModel(**config_overrides)
-    check_state_dict(model, state_dict)
-    model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
+    load_checked_state_dict(model, {k: v.float() for k, v in state_dict.items()}, what=WHAT, hint=HINT)
     return model.eval()
 
 

@@ -51,9 +51,10 @@ def resolve_dtype(device: str, dtype: Union[None, str, torch.dtype]) -> torch.dt
     return dtype
 
 
-def infer_unet_config(state_dict) -> dict:
+def infer_unet_config(state_dict, image_size: int = 128) -> dict:
     """Model sizes read off an original state dict: channels, res blocks per level, channel multipliers.
 
+    Attention resolutions are read off which encoder blocks hold attention (for ``image_size`` crops).
     Head width is not stored in the weights; ``min(64, model_channels)`` fits the paper (64) and the
     tiny test model (32). Pass ``num_head_channels=`` to override.
     """
@@ -69,7 +70,17 @@ def infer_unet_config(state_dict) -> dict:
     per_level = len(widths) // n_levels  # num_res_blocks + 1
     channel_mult = [widths[level * per_level] for level in range(n_levels)][::-1]
     num_res_blocks = per_level - 1
+    # attention: encoder ResBlocks followed by an attention layer, walked in construction order
+    attention, block, ds = [], 1, 1
+    for level in range(n_levels):
+        for _ in range(num_res_blocks):
+            if f"input_blocks.{block}.1.qkv.weight" in state_dict:
+                attention.append(image_size // ds)
+            block += 1
+        if level != n_levels - 1:
+            block, ds = block + 1, ds * 2
     return {
+        "attention_resolutions": tuple(sorted(set(attention), reverse=True)),
         "model_channels": model_channels,
         "num_res_blocks": num_res_blocks,
         "channel_mult": tuple(channel_mult),

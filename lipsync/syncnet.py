@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from lipsync.errors import AudioTooShortError
-from lipsync.wav2lip import _pick_device, load_checked_state_dict, read_state_dict, resolve_checkpoint
+from lipsync.checkpoints import load_checked_state_dict, read_state_dict
+from lipsync.wav2lip import _pick_device, resolve_checkpoint
 
 SYNCNET_HUB_REPO = "ByteDance/LatentSync-1.5"
 SYNCNET_HUB_FILENAME = "auxiliary/syncnet_v2.model"

@@ -19,15 +19,14 @@ prefix stripping, key-and-shape verification) that :mod:`lipsync.syncnet` reuses
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from lipsync.errors import CheckpointMismatchError, WeightsUnavailableError
+from lipsync.checkpoints import load_checked_state_dict, read_state_dict
+from lipsync.errors import WeightsUnavailableError
 
 # Wav2Lip's fixed face geometry; the engine detects, crops with these pads and pastes back.
 WAV2LIP_FACE_SIZE = 96
@@ -224,67 +223,6 @@ def resolve_checkpoint(
             f"could not download {filename} from the Hub repo {repo_id} ({type(exc).__name__}: {reason}); "
             f"download it yourself and pass {flag} PATH or set {env_var}"
         ) from exc
-
-
-def read_state_dict(path: str | os.PathLike, *, what: str) -> dict[str, torch.Tensor]:
-    """``torch.load(path, weights_only=True)`` and unwrap to a flat name → tensor dict.
-
-    Accepts a training checkpoint ``{"state_dict": ...}`` or a bare state dict; strips a leading
-    ``module.`` (nn.DataParallel) from every key. Raises CheckpointMismatchError if the file is not a
-    weights-only checkpoint of that form.
-    """
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # weights_only refuses pickled Python objects
-        raise CheckpointMismatchError(
-            f"{path} holds Python objects other than tensors, so it cannot be loaded with weights_only=True "
-            f"for {what}; re-save it as a plain state dict (torch.save(model.state_dict(), path))"
-        ) from exc
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointMismatchError(
-            f"{path} could not be read as a torch checkpoint for {what} ({reason}); "
-            f"pass the original released checkpoint file"
-        ) from exc
-    if isinstance(ckpt, Mapping) and "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
-        ckpt = ckpt["state_dict"]
-    if not isinstance(ckpt, Mapping) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        raise CheckpointMismatchError(
-            f"{path} is not a state dict for {what} (expected a name → tensor dict, optionally under "
-            f"'state_dict'); pass the original released checkpoint file"
-        )
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in ckpt.items()}
-
-
-def load_checked_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, what: str) -> None:
-    """Copy ``state_dict`` into ``model`` after checking every key and shape.
-
-    Raises CheckpointMismatchError listing missing keys, unexpected keys and shape mismatches.
-    """
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong_shape = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or wrong_shape:
-        def _few(items):
-            return ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "")
-
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_few(unexpected)}")
-        if wrong_shape:
-            parts.append(f"shape mismatches: {_few(wrong_shape)}")
-        raise CheckpointMismatchError(
-            f"the checkpoint does not match {what}: " + "; ".join(parts)
-            + f"; pass a checkpoint of {what}"
-        )
-    model.load_state_dict(state_dict, strict=True)
 
 
 def _pick_device(device: str | torch.device | None) -> torch.device:

@@ -20,6 +20,22 @@ MEDIA = SHARED / "media"
 TINY_OVERRIDES = dict(model_channels=32, num_head_channels=32, num_res_blocks=1)  # the fixture's tiny model
 
 
+def need_shared(path: Path) -> Path:
+    """``path`` inside ../shared, or skip the test when ../shared is absent."""
+    if not SHARED.exists():
+        pytest.skip(f"{SHARED} is absent (the shared reference data live beside the repo)")
+    return path
+
+
+def run_ffmpeg(*args: str) -> None:
+    """Run ffmpeg quietly (overwriting outputs); raise if it fails."""
+    import subprocess
+
+    from lipsync.video import find_ffmpeg
+
+    subprocess.run([find_ffmpeg(), "-nostdin", "-v", "error", "-y", *args], check=True)
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():

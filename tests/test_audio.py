@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+
+from conftest import FIXTURES, MEDIA
+from conftest import need_shared as _need
+from conftest import run_ffmpeg as _ffmpeg
 
 from lipsync.audio import (
     DEFAULT_AUDIO,
@@ -23,22 +25,7 @@ from lipsync.audio import (
     num_windows,
 )
 from lipsync.errors import AudioTooShortError, InvalidMediaError, NoAudioError
-from lipsync.video import find_ffmpeg
 
-# same location rule as the rest of the suite: $LIPSYNC_SHARED, else ../shared beside the repo
-SHARED = Path(os.environ.get("LIPSYNC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-FIXTURES = SHARED / "fixtures"
-MEDIA = SHARED / "media"
-
-
-def _need(path: Path) -> Path:
-    if not SHARED.exists():
-        pytest.skip(f"{SHARED} is absent (the shared reference data live beside the repo)")
-    return path
-
-
-def _ffmpeg(*args: str) -> None:
-    subprocess.run([find_ffmpeg(), "-nostdin", "-v", "error", "-y", *args], check=True)
 
 
 @pytest.fixture(scope="module")

@@ -85,7 +85,7 @@ def test_mismatched_checkpoint_lists_missing_unexpected_and_wrong_shapes(tiny_st
         Diff2LipUNetModel.from_original_checkpoint(broken, **TINY_OVERRIDES)
     message = str(info.value)
     assert "out.2.bias" in message and "extra.weight" in message
-    assert "input_blocks.0.0.weight (32, 6, 3, 3) != (32, 9, 3, 3)" in message
+    assert "input_blocks.0.0.weight: checkpoint (32, 6, 3, 3) vs model (32, 9, 3, 3)" in message
     # the paper configuration rejects the tiny weights with a hint about overrides
     with pytest.raises(CheckpointMismatchError, match="config overrides"):
         Diff2LipUNetModel.from_original_checkpoint(tiny_state_dict)

@@ -12,6 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import MEDIA
+from conftest import need_shared as _need
+from conftest import run_ffmpeg as _ffmpeg
+
 from lipsync import video as video_module
 from lipsync.errors import InvalidMediaError, NoAudioError, NoVideoStreamError, OutputPathError
 from lipsync.video import (
@@ -30,19 +34,6 @@ from lipsync.video import (
     side_by_side,
 )
 
-# same location rule as the rest of the suite: $LIPSYNC_SHARED, else ../shared beside the repo
-SHARED = Path(os.environ.get("LIPSYNC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-MEDIA = SHARED / "media"
-
-
-def _need(path: Path) -> Path:
-    if not SHARED.exists():
-        pytest.skip(f"{SHARED} is absent (the shared reference data live beside the repo)")
-    return path
-
-
-def _ffmpeg(*args: str) -> None:
-    subprocess.run([find_ffmpeg(), "-nostdin", "-v", "error", "-y", *args], check=True)
 
 
 @functools.lru_cache(maxsize=1)
