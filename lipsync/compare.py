@@ -52,13 +52,12 @@ def wav2lip_boxes(boxes: np.ndarray, frame_shape: Sequence[int]) -> np.ndarray:
     return face_ops.pad_boxes(np.asarray(boxes), WAV2LIP_PADS, tuple(frame_shape)).astype(np.int64)
 
 
-def wav2lip_mels(wav16k: np.ndarray, fps, num_frames: int, audio_offset: int = 0) -> np.ndarray:
-    """Mel windows with Wav2Lip's own alignment: (num_frames, 80, 16) float32.
+def wav2lip_mels(mel: np.ndarray, fps, num_frames: int, audio_offset: int = 0) -> np.ndarray:
+    """Mel windows of ``mel`` (80, T) with Wav2Lip's own alignment: (num_frames, 80, 16) float32.
 
     Window i starts at mel column floor(80·(i + audio_offset)/fps) — ``audio_offset`` + 1 in the terms of
     :func:`lipsync.audio.mel_windows`, whose default is Diff2Lip's one-frame-late alignment.
     """
-    mel = audio_io.melspectrogram(wav16k)
     return audio_io.mel_windows(mel, fps, num_frames=num_frames, audio_offset=int(audio_offset) + WAV2LIP_AUDIO_OFFSET)
 
 

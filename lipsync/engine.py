@@ -245,6 +245,7 @@ class _Timer:
 class _Plan:
     source: FrameSource
     wav: np.ndarray
+    mel: np.ndarray  # (80, T) spectrogram of wav
     mels: np.ndarray  # (M, 80, 16) float32
     src: np.ndarray  # (M,) source index per output frame
     boxes: np.ndarray  # (N_used, 4) int64
@@ -454,7 +455,7 @@ class LipSyncEngine:
                 raise NoFaceError(f"no face was found in reference frame {k}; choose another reference frame")
             frame = source.read(k, k + 1)
             reference = face_ops.crop_faces(frame, boxes[k:k + 1], FACE_SIZE)[0]
-        return _Plan(source, wav, mels, src, boxes, valid, found, reference)
+        return _Plan(source, wav, mel, mels, src, boxes, valid, found, reference)
 
     def _check_comparison(self, options: JobOptions, num_output: int, fps) -> None:
         """Load the Wav2Lip / SyncNet weights and probe a given Wav2Lip result before the long passes."""
@@ -473,7 +474,7 @@ class LipSyncEngine:
         if options.wav2lip_video:
             return compare.Wav2LipVideoReader(options.wav2lip_video, size, plan.source.fps)
         if options.compare_wav2lip:
-            mels = compare.wav2lip_mels(plan.wav, plan.source.fps, len(plan.src), options.audio_offset)
+            mels = compare.wav2lip_mels(plan.mel, plan.source.fps, len(plan.src), options.audio_offset)
             return compare.Wav2LipRunner(self.wav2lip_model(options.wav2lip_checkpoint), plan.boxes[plan.src],
                                          plan.valid[plan.src], mels, (size[1], size[0], 3))
         return None

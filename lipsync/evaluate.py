@@ -305,32 +305,33 @@ def evaluate_pair(pair: EvalPair, scorer, detector, chunk_size: int = 64) -> Eva
         chunk_size: frames decoded at a time; only boxes and 224×224 crops of the whole clip stay in memory.
     """
     from lipsync.audio import load_audio
-    from lipsync.syncnet import SYNCNET_CONFIG, crop_syncnet_faces, smooth_face_track
+    from lipsync.compare import SyncCropCollector
+    from lipsync.syncnet import SYNCNET_CONFIG
     from lipsync.video import iter_frames, probe_video
 
-    # 1. Face track over the whole clip (pass 1), smoothed like the recipe
+    # 1. Face track over the whole clip (pass 1); the collector smooths it like the recipe
     info = probe_video(pair.video)
-    boxes = smooth_face_track(_face_track(pair.video, detector, chunk_size))
+    boxes = _face_track(pair.video, detector, chunk_size)
+    collector = SyncCropCollector(boxes, info.fps, score_seconds=len(boxes) / float(info.fps))
 
     # 2. 224×224 crops (pass 2)
-    crops, start = [], 0
+    start = 0
     for chunk in iter_frames(pair.video, chunk_size=chunk_size, info=info):
-        crops.append(crop_syncnet_faces(chunk, boxes[start : start + len(chunk)], smooth=False))
+        collector.add(start, {"video": chunk})
         start += len(chunk)
-    faces = np.concatenate(crops)
 
     # 3. Sync scores
     wav = load_audio(pair.audio, SYNCNET_CONFIG.sample_rate)
-    score = scorer.score(faces, wav, fps=float(info.fps))
+    score = collector.score(scorer, wav, SYNCNET_CONFIG.sample_rate)["video"]
 
     # 4. Reconstruction metrics
     quality = _reconstruction(pair.video, pair.ground_truth, chunk_size) if pair.ground_truth else (None, None)
     return EvalRow(
         video=str(pair.video),
         audio=str(pair.audio),
-        lse_d=score.lse_d,
-        lse_c=score.lse_c,
-        offset=score.offset,
+        lse_d=score["lse_d"],
+        lse_c=score["lse_c"],
+        offset=score["offset"],
         psnr=quality[0],
         ssim=quality[1],
     )

@@ -199,7 +199,7 @@ def test_wav2lip_runner_changes_only_the_padded_box(media_dir):
 def test_wav2lip_mels_use_wav2lips_alignment():
     wav = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
     mel = audio_io.melspectrogram(wav)
-    windows = compare.wav2lip_mels(wav, 25, 10)
+    windows = compare.wav2lip_mels(mel, 25, 10)
     for i in (0, 1, 7):  # window i starts at column int(80 * i / 25), as Wav2Lip's inference.py cuts it
         start = int(80 * i / 25)
         assert np.array_equal(windows[i], mel[:, start:start + 16].astype(np.float32))
