@@ -59,6 +59,7 @@ class JobOptions:
     pads: Tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right
     audio_offset: int = 0  # frames; 0 = the official alignment
     scheduler: str = "ddim"
+    preset: Optional[str] = None  # lipsync.presets name ("paper", "fast", "draft"): overrides steps + scheduler
     detector: str = "s3fd"
     side_by_side: bool = True
     chunk_frames: int = 32
@@ -76,7 +77,20 @@ class JobOptions:
         """Whether the job has a Wav2Lip panel (run here, or the user's ``wav2lip_video``)."""
         return bool(self.compare_wav2lip or self.wav2lip_video)
 
+    def sampling(self) -> Tuple[str, int, int]:
+        """(scheduler, steps, DeepCache interval) the job samples with: the preset's, or the options' own."""
+        if self.preset:
+            from .presets import get_preset
+
+            preset = get_preset(self.preset)
+            return preset.scheduler, preset.steps, preset.deepcache_interval
+        return self.scheduler, int(self.num_inference_steps), 1
+
     def validate(self) -> None:
+        if self.preset:
+            from .presets import get_preset
+
+            get_preset(self.preset)
         if not 1 <= int(self.num_inference_steps) <= 1000:
             raise ValueError(f"num_inference_steps must be 1..1000, got {self.num_inference_steps}")
         for name, value, allowed in (("paste", self.paste, PASTE_MODES),
@@ -513,11 +527,11 @@ class LipSyncEngine:
 
         notify = notify or (lambda stage, fraction, message: None)
         pipe = self.pipeline
-        self._use_scheduler(options.scheduler)
+        scheduler, steps_per_frame, _deepcache_interval = options.sampling()
+        self._use_scheduler(scheduler)
         # ONE initial noise for every frame of the clip, as the paper does (seed 7 = the paper's)
         noise = torch.randn((1, 3, FACE_SIZE, FACE_SIZE), generator=torch.Generator().manual_seed(int(options.seed)))
         total_out = len(plan.src)
-        steps_per_frame = int(options.num_inference_steps)
         done_frames = 0
         for a in range(0, total_out, options.chunk_frames):
             b = min(a + options.chunk_frames, total_out)
