@@ -19,8 +19,12 @@ face_alignment is imported when an :class:`S3FDDetector` is constructed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import sys
+import threading
+import warnings
 from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -33,6 +37,8 @@ __all__ = [
     "DETECTORS",
     "FaceConfig",
     "FaceDetector",
+    "KEYPOINT_NAMES",
+    "MediaPipeDetector",
     "OpenCVDetector",
     "S3FDDetector",
     "crop_faces",
@@ -378,7 +384,155 @@ class OpenCVDetector:
         return results
 
 
-DETECTORS: dict[str, type] = {"s3fd": S3FDDetector, "opencv": OpenCVDetector}
+def _landmark_rows_to_frame(dets: np.ndarray, sx: float, sy: float, shape: tuple[int, ...]) -> np.ndarray:
+    """Scale (k, 5 + 2m) detections with keypoints from a downscaled image back to the frame.
+
+    Boxes are clipped to the frame (empty ones dropped); keypoints are scaled but not clipped.
+    Rows are sorted by descending score.
+    """
+    dets = np.array(dets, dtype=np.float64, copy=True)
+    xs = [0, 2] + list(range(5, dets.shape[1], 2))
+    ys = [1, 3] + list(range(6, dets.shape[1], 2))
+    dets[:, xs] *= sx
+    dets[:, ys] *= sy
+    dets[:, [0, 2]] = np.clip(dets[:, [0, 2]], 0, shape[1])
+    dets[:, [1, 3]] = np.clip(dets[:, [1, 3]], 0, shape[0])
+    dets = dets[(dets[:, 2] > dets[:, 0]) & (dets[:, 3] > dets[:, 1])]
+    return dets[np.argsort(-dets[:, 4], kind="stable")]
+
+
+
+KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
+"""Names of the keypoints that follow x1, y1, x2, y2, score in a detection row of a detector with
+landmarks: keypoint j is at columns (5 + 2j, 6 + 2j), in full-frame pixels (not clipped to the frame)."""
+MOUTH = KEYPOINT_NAMES.index("mouth")
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence what native code writes to file descriptor 2 (TFLite's and absl's start-up lines)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class MediaPipeDetector:
+    """MediaPipe's BlazeFace detectors with six landmarks; the models ship inside the ``mediapipe``
+    wheel (0.10.14), so nothing is downloaded at run time.
+
+    Two BlazeFace models run on every frame: the short-range one (faces within about 2 m, i.e.
+    larger than about a fifth of the frame; the tightest, steadiest boxes) and the full-range one
+    (faces up to about 5 m away, crowds, and extreme close-ups that the short-range one misses).
+    A full-range face that overlaps a short-range one (IoU > 0.3) is the same face and is dropped;
+    the others are kept with their box mapped to the short-range model's framing by the median
+    offsets measured on 12 shared clips (x1 + 0.049, y1 + 0.087, x2 - 0.024, y2 + 0.018 of the
+    full-range box width), so that a face handed from one model to the other keeps its box.
+    BlazeFace boxes span the forehead to just below the chin, like S3FD's.
+
+    Each detection row is (x1, y1, x2, y2, score, then x, y of each of :data:`KEYPOINT_NAMES`):
+    eyes, nose tip, mouth centre and ear tragions, in full-frame pixels; keypoints of a face that
+    leaves the frame lie outside it (the box is clipped, the keypoints are not).
+
+    Args:
+        threshold: minimum BlazeFace score in [0, 1] of a kept face.
+        max_size: frames are downscaled (INTER_AREA) so that their longer side is <= max_size
+            before detection (both models work on 128 or 192 px inputs anyway).
+        models: which BlazeFace models to run: ("short", "full"), ("short",) or ("full",).
+
+    Raises:
+        WeightsUnavailableError: the mediapipe package (with its bundled models) is not installed.
+    """
+
+    name = "mediapipe"
+    _FULL_TO_SHORT = np.array([0.049, 0.087, -0.024, 0.018])  # x1, y1, x2, y2 offsets / box width
+
+    def __init__(self, threshold: float = 0.5, max_size: int = 640, models: Sequence[str] = ("short", "full")) -> None:
+        if not 0 < threshold < 1 or max_size < 32:
+            raise ValueError(f"need 0 < threshold < 1 and max_size >= 32 (got {threshold}, {max_size})")
+        models = tuple(models)
+        if not models or any(m not in ("short", "full") for m in models):
+            raise ValueError(f"models must be a non-empty subset of ('short', 'full') (got {models})")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # protobuf/matplotlib deprecation notices on import
+                from mediapipe.python.solutions import face_detection
+        except ImportError as exc:
+            raise WeightsUnavailableError(
+                f"the 'mediapipe' face detector needs the mediapipe package ({exc}); "
+                "run 'pip install mediapipe==0.10.14', or choose the 'opencv' detector"
+            ) from exc
+        self.threshold = threshold
+        self.max_size = max_size
+        self.models = models
+        self._lock = threading.Lock()  # a MediaPipe graph handles one image at a time
+        self._graphs = {}
+        with _quiet_native_stderr():
+            for model in models:
+                graph = face_detection.FaceDetection(
+                    model_selection=0 if model == "short" else 1, min_detection_confidence=threshold
+                )
+                graph.process(np.zeros((64, 64, 3), np.uint8))  # first run prints TFLite's start-up lines
+                self._graphs[model] = graph
+
+    def _run(self, model: str, image: np.ndarray) -> np.ndarray:
+        """(k, 17) detections of one model on one (h, w, 3) RGB image, in that image's pixels."""
+        h, w = image.shape[:2]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # protobuf's GetPrototype deprecation notice
+            result = self._graphs[model].process(image)
+        rows = []
+        for face in result.detections or []:
+            data = face.location_data
+            box = data.relative_bounding_box
+            x1, y1 = box.xmin * w, box.ymin * h
+            row = [x1, y1, x1 + box.width * w, y1 + box.height * h, float(face.score[0])]
+            points = list(data.relative_keypoints)[: len(KEYPOINT_NAMES)]
+            for point in points:
+                row += [point.x * w, point.y * h]
+            row += [np.nan] * (5 + 2 * len(KEYPOINT_NAMES) - len(row))
+            rows.append(row)
+        return np.array(rows, dtype=np.float64).reshape(-1, 5 + 2 * len(KEYPOINT_NAMES))
+
+    def detect(self, frames: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Detect faces and their six keypoints.
+
+        Args:
+            frames: (N, H, W, 3) uint8 RGB.
+        Returns:
+            N float64 arrays (k, 17): x1, y1, x2, y2 (full-frame pixels, clipped to the frame),
+            score in [0, 1], then x, y of each of :data:`KEYPOINT_NAMES` (full-frame pixels, may
+            lie outside the frame); rows sorted by descending score.
+        """
+        results = []
+        for frame in _as_frame_list(frames):
+            small, sx, sy = _downscale(frame, self.max_size)
+            small = np.ascontiguousarray(small)
+            with self._lock:
+                found = {model: self._run(model, small) for model in self.models}
+            dets = found.get("short", np.empty((0, 17)))
+            if "full" in found and len(found["full"]):
+                extra = found["full"].copy()
+                width = (extra[:, 2] - extra[:, 0])[:, None]
+                extra[:, :4] += self._FULL_TO_SHORT * width
+                if len(dets):
+                    overlap = np.array([_iou(row[:4], dets[:, :4]).max() for row in extra])
+                    extra = extra[overlap <= 0.3]
+                dets = np.concatenate([dets, extra])
+            results.append(_landmark_rows_to_frame(dets, sx, sy, frame.shape))
+        return results
+
+
+DETECTORS: dict[str, type] = {"s3fd": S3FDDetector, "opencv": OpenCVDetector, "mediapipe": MediaPipeDetector}
 
 
 def get_detector(name: str = "s3fd", device: str = "cpu", **kwargs) -> FaceDetector:
@@ -386,8 +540,9 @@ def get_detector(name: str = "s3fd", device: str = "cpu", **kwargs) -> FaceDetec
 
     Args:
         name: a key of :data:`DETECTORS` ("s3fd": accurate, downloads weights once;
-            "opencv": download-free cascade, frontal faces only).
-        device: torch device for "s3fd"; ignored by "opencv".
+            "mediapipe": BlazeFace with six keypoints, models bundled in the mediapipe wheel, no
+            download; "opencv": download-free cascade, frontal faces only).
+        device: torch device for "s3fd"; ignored by the others.
         **kwargs: passed to the detector's constructor.
     """
     key = name.strip().lower()

@@ -51,10 +51,10 @@ def read_frames(name: str, count: int) -> np.ndarray:
 
 
 def test_get_detector_by_name_and_unknown_name():
-    assert set(DETECTORS) == {"s3fd", "opencv"}
+    assert set(DETECTORS) == {"s3fd", "opencv", "mediapipe"}
     detector = get_detector("OpenCV")
     assert isinstance(detector, OpenCVDetector) and isinstance(detector, FaceDetector)
-    with pytest.raises(ValueError, match="choose one of s3fd, opencv"):
+    with pytest.raises(ValueError, match="choose one of s3fd, opencv, mediapipe"):
         get_detector("retinaface")
 
 
