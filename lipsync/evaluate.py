@@ -381,6 +381,9 @@ def run_evaluation(pairs: Sequence[EvalPair], scorer, detector, skip_errors: boo
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 evaluation failed, 2 bad input)."""
     args = build_parser().parse_args(argv)
+    from lipsync.console import configure_logging
+
+    configure_logging()  # once: no doubled library lines, no retry or download chatter
 
     # 1. Check inputs before loading any model
     try:

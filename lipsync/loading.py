@@ -18,6 +18,7 @@ from typing import Optional, Union
 
 import torch
 
+from .console import quiet_diffusers
 from .errors import WeightsUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -107,18 +108,23 @@ def _pipeline_from_unet(unet):
     return Diff2LipPipeline(unet=unet, scheduler=default_scheduler())
 
 
-def _download_paper_checkpoint() -> Path:
-    from huggingface_hub import hf_hub_download
+def _paper_checkpoint(download: bool = True) -> Optional[Path]:
+    from .hub import hub_file
 
-    try:
-        return Path(hf_hub_download(PAPER_REPO, PAPER_FILE))
-    except Exception as exc:  # offline, DNS, HTTP and cache errors all mean "not available"
-        raise WeightsUnavailableError(
-            f"could not get the Diff2Lip weights: downloading '{PAPER_FILE}' from the Hugging Face Hub repo "
-            f"'{PAPER_REPO}' failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
-            f"Download the file on a machine with internet access and pass its path with --checkpoint PATH, "
-            f"or set {CHECKPOINT_ENV}=PATH."
-        ) from exc
+    return hub_file(PAPER_REPO, PAPER_FILE, what="the Diff2Lip weights", download=download,
+                    remedy=f"Download the file on a machine with internet access and pass its path with "
+                           f"--checkpoint PATH, or set {CHECKPOINT_ENV}=PATH.")
+
+
+def check_weights(source: Optional[Union[str, os.PathLike]] = None) -> None:
+    """Raise ``WeightsUnavailableError`` within seconds when ``load_pipeline(source)`` cannot get its weights.
+
+    Only the default source (no ``source`` and no ``$LIPSYNC_CHECKPOINT``: the paper checkpoint) is checked
+    here: it must be in the local Hub cache or the Hub must answer. Other sources are checked when loaded.
+    Imports nothing heavy, so a command line can refuse before reading media or importing diffusers.
+    """
+    if source is None and not os.environ.get(CHECKPOINT_ENV):
+        _paper_checkpoint(download=False)
 
 
 def load_pipeline(source: Optional[Union[str, os.PathLike]] = None, device: Optional[str] = None,
@@ -136,16 +142,18 @@ def load_pipeline(source: Optional[Union[str, os.PathLike]] = None, device: Opti
     if source is None:
         source = os.environ.get(CHECKPOINT_ENV) or None
     if source is None:
-        pipe = _pipeline_from_unet(_load_checkpoint_file(_download_paper_checkpoint(), **config_overrides))
+        pipe = _pipeline_from_unet(_load_checkpoint_file(_paper_checkpoint(), **config_overrides))
     else:
         path = Path(source).expanduser()
         if path.is_dir():
             if (path / "model_index.json").is_file():
-                pipe = Diff2LipPipeline.from_pretrained(path)
+                with quiet_diffusers():
+                    pipe = Diff2LipPipeline.from_pretrained(path)
             elif (path / "config.json").is_file():
                 from .unet_diff2lip import Diff2LipUNetModel
 
-                pipe = _pipeline_from_unet(Diff2LipUNetModel.from_pretrained(path))
+                with quiet_diffusers():
+                    pipe = _pipeline_from_unet(Diff2LipUNetModel.from_pretrained(path))
             else:
                 raise WeightsUnavailableError(
                     f"{path} is a folder without model_index.json or config.json; point to a folder made by "
@@ -159,8 +167,11 @@ def load_pipeline(source: Optional[Union[str, os.PathLike]] = None, device: Opti
                 )
             pipe = _pipeline_from_unet(_load_checkpoint_file(path, **config_overrides))
         elif _REPO_ID.match(str(source)):
-            try:
-                pipe = Diff2LipPipeline.from_pretrained(str(source))
+            from .hub import hub_reachable
+
+            try:  # from the local cache only when the Hub does not answer a quick check
+                with quiet_diffusers():
+                    pipe = Diff2LipPipeline.from_pretrained(str(source), local_files_only=not hub_reachable())
             except Exception as exc:  # offline, missing repo, missing files
                 raise WeightsUnavailableError(
                     f"could not load the Hub repo '{source}' ({type(exc).__name__}: "
@@ -173,4 +184,5 @@ def load_pipeline(source: Optional[Union[str, os.PathLike]] = None, device: Opti
                 "id (user/name); check the path"
             )
     pipe.unet.eval()
-    return pipe.to(device, dtype)
+    with quiet_diffusers():  # diffusers warns about "modules to keep in float32: []" on every cast
+        return pipe.to(device, dtype)

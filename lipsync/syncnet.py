@@ -122,6 +122,13 @@ class SyncNetV2(nn.Module):
         return self.forward_aud(mfcc), self.forward_lip(video)
 
 
+def check_syncnet_weights(source: str | os.PathLike | None = None) -> None:
+    """Raise WeightsUnavailableError within seconds when ``load_syncnet(source)`` cannot get its file
+    (a missing path, or a Hub file that is neither cached nor downloadable now); download nothing."""
+    resolve_checkpoint(source, env_var=SYNCNET_CHECKPOINT_ENV, repo_id=SYNCNET_HUB_REPO,
+                       filename=SYNCNET_HUB_FILENAME, flag=SYNCNET_CHECKPOINT_FLAG, download=False)
+
+
 def load_syncnet(source: str | os.PathLike | None = None, device: str | torch.device | None = None) -> SyncNetV2:
     """Build SyncNetV2 in eval mode with the released ``syncnet_v2.model`` weights.
 

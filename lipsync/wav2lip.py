@@ -192,11 +192,14 @@ def resolve_checkpoint(
     repo_id: str,
     filename: str,
     flag: str,
-) -> Path:
+    download: bool = True,
+) -> Path | None:
     """Find a checkpoint file: ``source`` if given, else the path in ``env_var``, else the Hub.
 
+    ``download=False`` only checks: a Hub file that is not cached yet but could be downloaded gives None.
+
     Raises WeightsUnavailableError naming the missing path, or the repo, file, flag and env var when the
-    Hub download fails (offline, not found, ...).
+    Hub download fails (offline, not found, ...); within seconds when the Hub is out of reach.
     """
     if source is None:
         source = os.environ.get(env_var) or None
@@ -212,23 +215,23 @@ def resolve_checkpoint(
             )
         return path
 
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from lipsync.hub import hub_file
 
-    try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
-    except (OSError, EntryNotFoundError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise WeightsUnavailableError(
-            f"could not download {filename} from the Hub repo {repo_id} ({type(exc).__name__}: {reason}); "
-            f"download it yourself and pass {flag} PATH or set {env_var}"
-        ) from exc
+    return hub_file(repo_id, filename, what=f"the weights {filename}", download=download,
+                    remedy=f"Download it yourself and pass {flag} PATH or set {env_var}=PATH.")
 
 
 def _pick_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def check_wav2lip_weights(source: str | os.PathLike | None = None, variant: str = "wav2lip_gan") -> None:
+    """Raise WeightsUnavailableError within seconds when ``load_wav2lip(source, variant)`` cannot get its file
+    (a missing path, or a Hub file that is neither cached nor downloadable now); download nothing."""
+    resolve_checkpoint(source, env_var=WAV2LIP_CHECKPOINT_ENV, repo_id=WAV2LIP_HUB_REPO,
+                       filename=WAV2LIP_HUB_FILENAMES[variant], flag=WAV2LIP_CHECKPOINT_FLAG, download=False)
 
 
 def load_wav2lip(

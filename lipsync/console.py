@@ -1,0 +1,114 @@
+"""What a user sees on the console: logging set up once for the command lines, libraries kept quiet, and
+plain progress lines when stderr is not a terminal (a log file, CI, a pipe).
+
+* ``configure_logging()``: one handler on the root logger printing bare messages. huggingface_hub installs a
+  handler of its own on its logger *and* lets records propagate to the root, so every line of it would print
+  twice; its handler is removed and its level raised to errors. diffusers' chatter and progress bars are off.
+* ``quiet_diffusers()``: a context in which diffusers neither warns nor draws progress bars (loading a
+  pipeline prints "Loading pipeline components" bars and a "should be kept in float32: []" warning).
+* ``PlainProgress``: the ``progress(stage, fraction, message)`` callback of ``LipSyncEngine.run`` as at most
+  one line per stage and tenth, instead of a terminal progress bar's escape codes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from typing import Dict, Iterator, TextIO
+
+_HANDLER_NAME = "lipsync-console"
+
+
+def configure_logging(level: int = logging.WARNING) -> None:
+    """Log to stderr through one handler (bare messages at ``level`` and above); safe to call again.
+
+    Library loggers are set so that no line is printed twice and no retry or download chatter reaches the
+    user: huggingface_hub and diffusers only report errors, huggingface_hub's progress bars are shown only
+    on a terminal. Imports neither diffusers nor torch (sets ``DIFFUSERS_VERBOSITY`` unless already set).
+    """
+    root = logging.getLogger()
+    if not any(handler.get_name() == _HANDLER_NAME for handler in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.set_name(_HANDLER_NAME)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
+
+    import huggingface_hub.utils.logging as hub_logging
+
+    hub_logging.set_verbosity_error()
+    hub_logger = logging.getLogger("huggingface_hub")
+    for handler in list(hub_logger.handlers):  # its records still reach the user once, through the root
+        hub_logger.removeHandler(handler)
+    if not _is_terminal(sys.stderr):
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+    # diffusers takes seconds to import: tell it through its variable, read when it is imported, and set
+    # it directly only if it is already loaded (a user's own DIFFUSERS_VERBOSITY wins)
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    if "diffusers" in sys.modules:
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.set_verbosity(diffusers_logging.log_levels[os.environ["DIFFUSERS_VERBOSITY"]])
+        diffusers_logging.disable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet_diffusers() -> Iterator[None]:
+    """Within the block diffusers logs only errors and draws no progress bars; both are restored after."""
+    from diffusers.utils import logging as diffusers_logging
+
+    verbosity = diffusers_logging.get_verbosity()
+    bars = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.set_verbosity(max(verbosity, logging.ERROR))
+    diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+        if bars:
+            diffusers_logging.enable_progress_bar()
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def stderr_is_terminal() -> bool:
+    """Whether stderr is an interactive terminal (progress bars) rather than a file or pipe (plain lines)."""
+    return _is_terminal(sys.stderr)
+
+
+class PlainProgress:
+    """``progress(stage, fraction, message)`` as plain lines ``"   detect:  40% frame 64 of 161"``.
+
+    A line is written when a stage starts, each time it passes another tenth (``fraction`` in [0, 1]), and
+    when it reaches 100 %; nothing else, so a log stays short and free of escape codes.
+    """
+
+    def __init__(self, enabled: bool = True, stream: TextIO | None = None):
+        self.enabled = enabled
+        self.stream = stream
+        self._tenths: Dict[str, int] = {}
+
+    def __call__(self, stage: str, fraction: float, message: str) -> None:
+        if not self.enabled:
+            return
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        tenth = 10 if fraction >= 1.0 else int(fraction * 10)
+        if stage in self._tenths and tenth <= self._tenths[stage]:
+            return
+        self._tenths[stage] = tenth
+        stream = self.stream or sys.stderr
+        stream.write(f"{stage:>9}: {fraction * 100:3.0f}% {message}".rstrip() + "\n")
+        stream.flush()
+
+    def close(self) -> None:
+        """Nothing to clear (the same interface as the terminal progress bars)."""
