@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Dict, Optional
 
+from .console import PlainProgress, configure_logging, stderr_is_terminal
 from .engine import LENGTH_POLICIES, PAPER_SEED, PASTE_MODES, SCHEDULERS, JobOptions, LipSyncEngine
 from .errors import LipSyncError
 from .faces import DETECTORS
@@ -89,13 +89,30 @@ class ProgressBars:
             bar.close()
 
 
+def check_weights(args: argparse.Namespace) -> None:
+    """Refuse within seconds, before any media is read or the model code is imported, when a weights file
+    the job needs is neither local, nor cached, nor downloadable now (raises WeightsUnavailableError)."""
+    from .loading import check_weights as check_diff2lip_weights
+
+    check_diff2lip_weights(args.checkpoint)
+    if args.compare_wav2lip and args.wav2lip_video is None:
+        from .wav2lip import check_wav2lip_weights
+
+        check_wav2lip_weights(args.wav2lip_checkpoint)
+    if args.score:
+        from .syncnet import check_syncnet_weights
+
+        check_syncnet_weights(args.syncnet_checkpoint)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.set_verbosity_error()  # errors reach the user as one line, not library chatter
-    diffusers_logging.disable_progress_bar()
+    configure_logging()  # once: no doubled library lines, no retry or download chatter
+    try:
+        check_weights(args)
+    except LipSyncError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     options = JobOptions(
         num_inference_steps=args.steps, reference_frame=args.reference_frame, seed=args.seed,
         batch_size=args.batch_size, paste=args.paste, length_policy=args.length_policy, pads=tuple(args.pads),
@@ -106,7 +123,7 @@ def main(argv=None) -> int:
         syncnet_checkpoint=args.syncnet_checkpoint,
     )
     engine = LipSyncEngine(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, detector=args.detector)
-    bars = ProgressBars(enabled=not args.quiet)
+    bars = ProgressBars(enabled=not args.quiet) if stderr_is_terminal() else PlainProgress(enabled=not args.quiet)
     try:
         report = engine.run(args.video, args.audio, args.output, options, progress=bars,
                             side_by_side_path=args.side_by_side or None)

@@ -179,6 +179,12 @@ class S3FDDetector:
         self.max_size = max_size
         path = None if path_to_detector is None else os.fspath(path_to_detector)
         try:
+            if path is None:  # a quick check, not a download that hangs or retries when offline
+                from face_alignment.detection.sfd.sfd_detector import models_urls
+
+                from .hub import require_download
+
+                require_download(models_urls["s3fd"])
             self._detector = SFDDetector(self.device, path_to_detector=path, filter_threshold=threshold)
         except OSError as exc:  # urllib's URLError and socket timeouts are OSErrors
             if path is None:
