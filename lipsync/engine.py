@@ -120,6 +120,8 @@ class JobReport:
     faces_found: int
     faces_missing: int
     faces_interpolated: int
+    # frames whose face was found but whose mouth is out of the picture (detectors with landmarks): not lip-synced
+    faces_refused: int = 0
     seconds: Dict[str, float] = field(default_factory=dict)
     duration: float = 0.0
     # per source frame: the face box used (x1, y1, x2, y2) and whether it was lip-synced; per output frame:
@@ -134,12 +136,15 @@ class JobReport:
         total = sum(self.seconds.values())
         return (f"{self.output}: {self.frames} frames at {self.fps:g} fps ({self.duration:.2f} s, "
                 f"{self.width}x{self.height}); faces found in {self.faces_found}, interpolated "
-                f"{self.faces_interpolated}, missing {self.faces_missing}; {total:.1f} s")
+                f"{self.faces_interpolated}, missing {self.faces_missing}"
+                + (f", refused {self.faces_refused} (mouth out of the picture)" if self.faces_refused else "")
+                + f"; {total:.1f} s")
 
     def as_markdown(self) -> str:
         rows = [("frames", self.frames), ("fps", f"{self.fps:g}"), ("duration", f"{self.duration:.2f} s"),
                 ("size", f"{self.width}x{self.height}"), ("faces found", self.faces_found),
-                ("faces interpolated", self.faces_interpolated), ("faces missing", self.faces_missing)]
+                ("faces interpolated", self.faces_interpolated), ("faces missing", self.faces_missing),
+                ("faces refused (mouth out of the picture)", self.faces_refused)]
         rows += [(f"{stage} (s)", f"{seconds:.2f}") for stage, seconds in self.seconds.items()]
         return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
@@ -266,6 +271,7 @@ class _Plan:
     valid: np.ndarray  # (N_used,) bool
     found: np.ndarray  # (N_used,) bool
     reference: Optional[np.ndarray]  # (128, 128, 3) uint8 or None
+    refused: Optional[np.ndarray] = None  # (N_used,) bool: face found, mouth out of the picture
 
 
 class LipSyncEngine:
@@ -457,7 +463,8 @@ class LipSyncEngine:
             used = len(detections)
         frame_shape = (source.height, source.width, 3)
         config = face_ops.FaceConfig(pads=tuple(int(p) for p in options.pads))
-        boxes, valid, found = face_ops.boxes_from_detections(detections, frame_shape, config, source=video.name)
+        boxes, valid, found, refused = face_ops.boxes_from_detections(detections, frame_shape, config,
+                                                                      source=video.name)
 
         # 3. The reference face: one chosen frame for all, or None (each frame is its own)
         reference = None
@@ -469,7 +476,7 @@ class LipSyncEngine:
                 raise NoFaceError(f"no face was found in reference frame {k}; choose another reference frame")
             frame = source.read(k, k + 1)
             reference = face_ops.crop_faces(frame, boxes[k:k + 1], FACE_SIZE)[0]
-        return _Plan(source, wav, mel, mels, src, boxes, valid, found, reference)
+        return _Plan(source, wav, mel, mels, src, boxes, valid, found, reference, refused)
 
     def _check_comparison(self, options: JobOptions, num_output: int, fps) -> None:
         """Load the Wav2Lip / SyncNet weights and probe a given Wav2Lip result before the long passes."""
@@ -623,10 +630,11 @@ class LipSyncEngine:
         notify("encode", 1.0, "done")
         used = len(plan.valid)
         found = int(plan.found[:used].sum())
+        refused = plan.refused if plan.refused is not None else np.zeros(used, dtype=bool)
         report = JobReport(
             output=output, side_by_side=sbs, frames=len(plan.src), fps=float(fps), width=size[0], height=size[1],
-            faces_found=found, faces_missing=int((~plan.valid).sum()),
-            faces_interpolated=int((plan.valid & ~plan.found).sum()),
+            faces_found=found, faces_missing=int((~plan.valid & ~refused).sum()),
+            faces_interpolated=int((plan.valid & ~plan.found).sum()), faces_refused=int(refused.sum()),
             seconds={k: round(v, 3) for k, v in timer.seconds.items() if k not in OPTIONAL_STAGES or v > 0},
             duration=len(plan.src) / float(fps), boxes=plan.boxes, valid=plan.valid, source_index=plan.src,
             scores=scores,

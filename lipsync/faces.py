@@ -4,7 +4,8 @@ Data flow (Diff2Lip's ``generate.py`` order)::
 
     frames (N, H, W, 3) uint8 RGB
       -> detector.detect          one (k, 5) array per frame: x1, y1, x2, y2, score
-      -> select_main_face         (N, 4) boxes of ONE face + found mask
+      -> select_main_face         (N, 4) boxes of ONE face + found mask (tracks by centre and scale)
+      -> mouth_in_frame           with keypoints: frames whose mouth is out of the picture are refused
       -> fill_missing             short gaps interpolated, valid mask
       -> pad_boxes                (top, bottom, left, right) pixels, clipped to the frame
       -> smooth_boxes             official forward-looking mean, integer truncation
@@ -41,11 +42,14 @@ __all__ = [
     "MediaPipeDetector",
     "OpenCVDetector",
     "S3FDDetector",
+    "boxes_from_detections",
     "crop_faces",
     "face_boxes",
     "fill_missing",
     "get_detector",
+    "main_face_rows",
     "mouth_alpha",
+    "mouth_in_frame",
     "pad_boxes",
     "paste_faces",
     "select_main_face",
@@ -433,17 +437,26 @@ def _quiet_native_stderr():
 
 
 class MediaPipeDetector:
-    """MediaPipe's BlazeFace detectors with six landmarks; the models ship inside the ``mediapipe``
-    wheel (0.10.14), so nothing is downloaded at run time.
+    """MediaPipe's BlazeFace face detectors with six landmarks; the models ship inside the
+    ``mediapipe`` wheel (0.10.14), so nothing is downloaded at run time.
 
-    Two BlazeFace models run on every frame: the short-range one (faces within about 2 m, i.e.
-    larger than about a fifth of the frame; the tightest, steadiest boxes) and the full-range one
-    (faces up to about 5 m away, crowds, and extreme close-ups that the short-range one misses).
-    A full-range face that overlaps a short-range one (IoU > 0.3) is the same face and is dropped;
-    the others are kept with their box mapped to the short-range model's framing by the median
-    offsets measured on 12 shared clips (x1 + 0.049, y1 + 0.087, x2 - 0.024, y2 + 0.018 of the
-    full-range box width), so that a face handed from one model to the other keeps its box.
-    BlazeFace boxes span the forehead to just below the chin, like S3FD's.
+    Per frame:
+
+    1. Both BlazeFace models look at the whole frame (downscaled to ``max_size``): the full-range
+       one (faces from about 5 % of the frame width up; crowds, faces far away) and the short-range
+       one (large faces; the full-range model misses some faces that fill half the frame). A
+       short-range face is a separate candidate only where no full-range face lies on its centre.
+       The short-range model alone misplaces small faces, which is why both run.
+    2. Each candidate is refined: the short-range model runs again on a square crop of the
+       full-resolution frame, 2.5 x the face's side, centred on it (the scale that model is made
+       for). Its face whose centre lies inside the candidate's box replaces the candidate. So every
+       face gets the short-range model's framing and keypoints, whatever its size.
+    3. Refined faces that overlap (IoU > 0.5) are one face; the higher score is kept.
+
+    A candidate that cannot be refined keeps its own box; full-range boxes are then mapped to the
+    short-range framing by the median offsets measured on 12 shared clips (x1 + 0.049, y1 + 0.087,
+    x2 - 0.024, y2 + 0.018 of the box width). BlazeFace boxes span the forehead to just below the
+    chin, like S3FD's.
 
     Each detection row is (x1, y1, x2, y2, score, then x, y of each of :data:`KEYPOINT_NAMES`):
     eyes, nose tip, mouth centre and ear tragions, in full-frame pixels; keypoints of a face that
@@ -451,9 +464,9 @@ class MediaPipeDetector:
 
     Args:
         threshold: minimum BlazeFace score in [0, 1] of a kept face.
-        max_size: frames are downscaled (INTER_AREA) so that their longer side is <= max_size
-            before detection (both models work on 128 or 192 px inputs anyway).
-        models: which BlazeFace models to run: ("short", "full"), ("short",) or ("full",).
+        max_size: frames are downscaled (INTER_AREA) so that their longer side is <= max_size for
+            step 1 (the models work on 128 and 192 px inputs anyway).
+        refine: run step 2 (False: about half the time, boxes jitter a little more).
 
     Raises:
         WeightsUnavailableError: the mediapipe package (with its bundled models) is not installed.
@@ -461,13 +474,12 @@ class MediaPipeDetector:
 
     name = "mediapipe"
     _FULL_TO_SHORT = np.array([0.049, 0.087, -0.024, 0.018])  # x1, y1, x2, y2 offsets / box width
+    _CROP = 2.5  # refinement crop side / face side
+    _CROP_PIXELS = 256  # refinement crops are resized to at most this side
 
-    def __init__(self, threshold: float = 0.5, max_size: int = 640, models: Sequence[str] = ("short", "full")) -> None:
+    def __init__(self, threshold: float = 0.5, max_size: int = 640, refine: bool = True) -> None:
         if not 0 < threshold < 1 or max_size < 32:
             raise ValueError(f"need 0 < threshold < 1 and max_size >= 32 (got {threshold}, {max_size})")
-        models = tuple(models)
-        if not models or any(m not in ("short", "full") for m in models):
-            raise ValueError(f"models must be a non-empty subset of ('short', 'full') (got {models})")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # protobuf/matplotlib deprecation notices on import
@@ -479,15 +491,13 @@ class MediaPipeDetector:
             ) from exc
         self.threshold = threshold
         self.max_size = max_size
-        self.models = models
+        self.refine = refine
         self._lock = threading.Lock()  # a MediaPipe graph handles one image at a time
         self._graphs = {}
         with _quiet_native_stderr():
-            for model in models:
-                graph = face_detection.FaceDetection(
-                    model_selection=0 if model == "short" else 1, min_detection_confidence=threshold
-                )
-                graph.process(np.zeros((64, 64, 3), np.uint8))  # first run prints TFLite's start-up lines
+            for model, selection in (("short", 0), ("full", 1)):
+                graph = face_detection.FaceDetection(model_selection=selection, min_detection_confidence=threshold)
+                graph.process(np.zeros((64, 64, 3), np.uint8))  # the first run prints TFLite's start-up lines
                 self._graphs[model] = graph
 
     def _run(self, model: str, image: np.ndarray) -> np.ndarray:
@@ -495,19 +505,69 @@ class MediaPipeDetector:
         h, w = image.shape[:2]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # protobuf's GetPrototype deprecation notice
-            result = self._graphs[model].process(image)
+            result = self._graphs[model].process(np.ascontiguousarray(image))
+        width = 5 + 2 * len(KEYPOINT_NAMES)
         rows = []
         for face in result.detections or []:
             data = face.location_data
             box = data.relative_bounding_box
             x1, y1 = box.xmin * w, box.ymin * h
             row = [x1, y1, x1 + box.width * w, y1 + box.height * h, float(face.score[0])]
-            points = list(data.relative_keypoints)[: len(KEYPOINT_NAMES)]
-            for point in points:
+            for point in list(data.relative_keypoints)[: len(KEYPOINT_NAMES)]:
                 row += [point.x * w, point.y * h]
-            row += [np.nan] * (5 + 2 * len(KEYPOINT_NAMES) - len(row))
-            rows.append(row)
-        return np.array(rows, dtype=np.float64).reshape(-1, 5 + 2 * len(KEYPOINT_NAMES))
+            rows.append(row + [np.nan] * (width - len(row)))
+        return np.array(rows, dtype=np.float64).reshape(-1, width)
+
+    def _refine_one(self, frame: np.ndarray, cand: np.ndarray) -> np.ndarray | None:
+        """The short-range model's face on a crop around ``cand`` (frame pixels), or None."""
+        h, w = frame.shape[:2]
+        side = self._CROP * np.sqrt(max((cand[2] - cand[0]) * (cand[3] - cand[1]), 1.0))
+        cx, cy = (cand[0] + cand[2]) / 2, (cand[1] + cand[3]) / 2
+        x0, y0, s = int(round(cx - side / 2)), int(round(cy - side / 2)), max(int(round(side)), 8)
+        crop = np.zeros((s, s, 3), np.uint8)  # outside the frame: black, the face stays centred
+        fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + s, w), min(y0 + s, h)
+        if fx1 <= fx0 or fy1 <= fy0:
+            return None
+        crop[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0] = frame[fy0:fy1, fx0:fx1]
+        scale = 1.0
+        if s > self._CROP_PIXELS:
+            scale = s / self._CROP_PIXELS
+            crop = cv2.resize(crop, (self._CROP_PIXELS, self._CROP_PIXELS), interpolation=cv2.INTER_AREA)
+        dets = self._run("short", crop)
+        if not len(dets):
+            return None
+        dets[:, [0, 2, *range(5, dets.shape[1], 2)]] = dets[:, [0, 2, *range(5, dets.shape[1], 2)]] * scale + x0
+        dets[:, [1, 3, *range(6, dets.shape[1], 2)]] = dets[:, [1, 3, *range(6, dets.shape[1], 2)]] * scale + y0
+        centres = _centre(dets[:, :4])
+        inside = (centres[:, 0] > cand[0]) & (centres[:, 0] < cand[2]) & (centres[:, 1] > cand[1]) & (centres[:, 1] < cand[3])
+        if not inside.any():
+            return None
+        dist = np.linalg.norm(centres - [cx, cy], axis=1)
+        return dets[int(np.argmin(np.where(inside, dist, np.inf)))]
+
+    def _detect_one(self, frame: np.ndarray) -> np.ndarray:
+        """(k, 17) detections of one full-resolution frame, in its pixels, unclipped and unsorted."""
+        small, sx, sy = _downscale(frame, self.max_size)
+        scale = np.ones(5 + 2 * len(KEYPOINT_NAMES))
+        scale[[0, 2, *range(5, len(scale), 2)]] = sx
+        scale[[1, 3, *range(6, len(scale), 2)]] = sy
+        full = self._run("full", small) * scale
+        short = self._run("short", small) * scale
+        if len(full):  # full-range framing -> short-range framing, for faces that cannot be refined
+            full[:, :4] += self._FULL_TO_SHORT * (full[:, 2] - full[:, 0])[:, None]
+        if len(full) and len(short):  # a short-range face with a full-range face on its centre is that face
+            centres = _centre(short[:, :4])
+            covered = np.array([((full[:, 0] < x) & (x < full[:, 2]) & (full[:, 1] < y) & (y < full[:, 3])).any()
+                                for x, y in centres])
+            short = short[~covered]
+        cands = np.concatenate([full, short])
+        if self.refine:
+            cands = np.array([r if (r := self._refine_one(frame, c)) is not None else c for c in cands]).reshape(cands.shape)
+        keep: list[int] = []
+        for i in np.argsort(-cands[:, 4], kind="stable"):  # one box per face
+            if not keep or _iou(cands[i, :4], cands[keep, :4]).max() <= 0.5:
+                keep.append(int(i))
+        return cands[keep]
 
     def detect(self, frames: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
         """Detect faces and their six keypoints.
@@ -521,20 +581,9 @@ class MediaPipeDetector:
         """
         results = []
         for frame in _as_frame_list(frames):
-            small, sx, sy = _downscale(frame, self.max_size)
-            small = np.ascontiguousarray(small)
             with self._lock:
-                found = {model: self._run(model, small) for model in self.models}
-            dets = found.get("short", np.empty((0, 17)))
-            if "full" in found and len(found["full"]):
-                extra = found["full"].copy()
-                width = (extra[:, 2] - extra[:, 0])[:, None]
-                extra[:, :4] += self._FULL_TO_SHORT * width
-                if len(dets):
-                    overlap = np.array([_iou(row[:4], dets[:, :4]).max() for row in extra])
-                    extra = extra[overlap <= 0.3]
-                dets = np.concatenate([dets, extra])
-            results.append(_landmark_rows_to_frame(dets, sx, sy, frame.shape))
+                dets = self._detect_one(frame)
+            results.append(_landmark_rows_to_frame(dets, 1.0, 1.0, frame.shape))
         return results
 
 
@@ -575,55 +624,161 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(_area(box) + _area(boxes) - inter, 1e-9)
 
 
+def _side(boxes: np.ndarray) -> np.ndarray:
+    """Geometric-mean side sqrt(w * h) of (..., 4) boxes: the face's scale."""
+    return np.sqrt(np.maximum(_area(boxes), 1e-9))
+
+
+def _centre(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[..., :2] + boxes[..., 2:4]) / 2
+
+
+@dataclass
+class _Track:
+    """Detections of one face over time: frame numbers and (x1, y1, x2, y2) boxes, with the
+    index of the chosen row in each frame's detection array."""
+
+    frames: list[int]
+    boxes: list[np.ndarray]
+    rows: list[int]
+
+    def predict(self, frame: int) -> np.ndarray:
+        """Box expected at ``frame``: the last box moved (and scaled) at the track's recent velocity."""
+        last = self.boxes[-1]
+        if len(self.frames) < 2:
+            return last
+        k = max(0, len(self.frames) - 5)
+        velocity = (last - self.boxes[k]) / (self.frames[-1] - self.frames[k])
+        return last + velocity * min(frame - self.frames[-1], 5)
+
+    @property
+    def score(self) -> float:
+        """Sum of the face's side over its frames: large AND long-lived faces score high."""
+        return float(_side(np.array(self.boxes)).sum())
+
+
+def _matches(pred: np.ndarray, cand: np.ndarray, gap: int, max_jump: float, max_scale: float) -> np.ndarray:
+    """Cost of explaining each candidate box (k, 4) by a track predicted at ``pred`` after ``gap``
+    frames; inf where the centre moved more than ``max_jump`` x the face side (x sqrt(gap)) or the
+    side changed by more than a factor ``max_scale`` (** sqrt(gap))."""
+    side = _side(pred)
+    slack = np.sqrt(max(gap, 1))
+    dist = np.linalg.norm(_centre(cand) - _centre(pred), axis=-1) / side
+    log_scale = np.abs(np.log(_side(cand) / side))
+    ok = (dist <= max_jump * slack) & (log_scale <= np.log(max_scale) * slack)
+    return np.where(ok, dist + log_scale - _iou(pred, cand), np.inf)
+
+
+def _track_faces(
+    detections: Sequence[np.ndarray], max_jump: float, max_scale: float, keep_alive: int
+) -> list[_Track]:
+    """Link per-frame detections into tracks by centre and scale continuity (greedy, lowest cost
+    first); a track survives ``keep_alive`` frames without a match."""
+    tracks: list[_Track] = []
+    active: list[_Track] = []
+    for i, dets in enumerate(detections):
+        rows = np.asarray(dets, dtype=np.float64).reshape(len(dets), -1) if len(dets) else np.empty((0, 5))
+        cand = rows[:, :4]
+        ok_rows = np.flatnonzero(np.isfinite(cand).all(axis=1) & (_area(cand) > 0))
+        active = [t for t in active if i - t.frames[-1] <= keep_alive]
+        pairs = []
+        for t_idx, track in enumerate(active):
+            costs = _matches(track.predict(i), cand[ok_rows], i - track.frames[-1], max_jump, max_scale)
+            pairs += [(c, t_idx, j) for j, c in zip(ok_rows, costs) if np.isfinite(c)]
+        used_tracks, used_rows = set(), set()
+        for _, t_idx, j in sorted(pairs):
+            if t_idx in used_tracks or j in used_rows:
+                continue
+            used_tracks.add(t_idx)
+            used_rows.add(j)
+            active[t_idx].frames.append(i)
+            active[t_idx].boxes.append(cand[j])
+            active[t_idx].rows.append(int(j))
+        for j in ok_rows:
+            if j not in used_rows:
+                track = _Track([i], [cand[j]], [int(j)])
+                tracks.append(track)
+                active.append(track)
+    return tracks
+
+
+def main_face_rows(
+    detections: Sequence[np.ndarray], max_jump: float = 0.5, reacquire_after: int = 25, max_scale: float = 1.4
+) -> np.ndarray:
+    """Which detection row is the main face in each frame (see :func:`select_main_face`).
+
+    Returns:
+        (N,) int64: the row index into ``detections[i]``, or -1 where the main face is not there.
+    """
+    n = len(detections)
+    tracks = sorted(_track_faces(detections, max_jump, max_scale, reacquire_after), key=lambda t: -t.score)
+    chosen = np.full(n, -1, dtype=np.int64)
+    claimed = np.zeros(n, dtype=bool)  # frames inside the span of a chosen track
+    for rank, track in enumerate(tracks):
+        frames = np.array(track.frames)
+        free = ~claimed[frames]
+        # the parts of this track outside chosen spans, split where a chosen span cuts them
+        breaks = np.flatnonzero(np.diff(free.astype(np.int8)) != 0) + 1
+        for part in np.split(np.arange(len(frames)), breaks):
+            if len(part) == 0 or not free[part[0]]:
+                continue
+            if rank > 0 and len(part) < reacquire_after and not _continues_chosen(track, part, chosen, detections, max_jump, max_scale):
+                continue  # short-lived and unrelated to the main face: a false box or a passer-by
+            first, last = frames[part[0]], frames[part[-1]]
+            claimed[first : last + 1] = True
+            chosen[frames[part]] = np.array(track.rows)[part]
+    return chosen
+
+
+def _continues_chosen(track: _Track, part: np.ndarray, chosen: np.ndarray, detections, max_jump: float, max_scale: float) -> bool:
+    """Whether this piece of a track picks up where a chosen face left off (or is picked up by one)."""
+    frames = np.array(track.frames)[part]
+    boxes = np.array(track.boxes)[part]
+    picked = np.flatnonzero(chosen >= 0)
+    before, after = picked[picked < frames[0]], picked[picked > frames[-1]]
+    for near, own, frame in ((before, boxes[0], frames[0]), (after, boxes[-1], frames[-1])):
+        if len(near) == 0:
+            continue
+        j = near[-1] if near is before else near[0]
+        box = np.asarray(detections[j], dtype=np.float64).reshape(len(detections[j]), -1)[chosen[j], :4]
+        if np.isfinite(_matches(box, own[None], abs(frame - j), max_jump, max_scale)[0]):
+            return True
+    return False
+
+
 def select_main_face(
-    detections: Sequence[np.ndarray], max_jump: float = 0.5, reacquire_after: int = 25
+    detections: Sequence[np.ndarray], max_jump: float = 0.5, reacquire_after: int = 25, max_scale: float = 1.4
 ) -> tuple[np.ndarray, np.ndarray]:
     """Follow ONE face through the video.
 
-    The main face is the largest box on the first frame with any face. In each later frame
-    the candidate closest to the last chosen box is taken: candidates must overlap it (IoU > 0)
-    or have their centre within ``max_jump`` x its side of its centre; among those the
-    highest IoU wins, then the smallest centre distance. A frame with faces but none close
-    enough counts as "main face not found". After ``reacquire_after`` consecutive such frames
-    the track is lost and the largest face is taken again.
+    1. Detections are linked into tracks, frame by frame: a track predicts its next box from its
+       recent motion (position and scale, so a face walking toward the camera is followed), and
+       takes the candidate with the lowest cost (centre distance / side + |log scale change| - IoU)
+       among those whose centre is within ``max_jump`` x the face side of the prediction and whose
+       side changed by less than a factor ``max_scale`` (both loosened by sqrt(frames since the
+       track's last box)). A track survives ``reacquire_after`` frames without a match.
+    2. The main face is the track with the largest sum of sides over its frames: large and present
+       through most of the clip, not whichever face comes first.
+    3. Other tracks fill the frames outside the chosen tracks' time spans (a cut to another shot),
+       but only pieces that last ``reacquire_after`` frames or continue a chosen face in place and
+       size. Short-lived boxes that jump in size or position (a chest, a hand, a passer-by) are
+       thus never part of the track; their frames count as "main face not found".
 
     Args:
-        detections: N arrays (k, 4+) of x1, y1, x2, y2[, score] per frame; k may be 0.
-        max_jump: allowed centre jump between chosen boxes, in units of the previous box size.
-        reacquire_after: frames without the main face before switching to the largest face.
+        detections: N arrays (k, 4+) of x1, y1, x2, y2[, score, ...] per frame; k may be 0.
+        max_jump: allowed centre jump between consecutive boxes, in units of the face side.
+        reacquire_after: frames a track may miss before it ends; also the shortest piece of another
+            face that may take over.
+        max_scale: allowed factor of side change between consecutive boxes (> 1).
     Returns:
         boxes: (N, 4) float64; NaN where no face was chosen.
         found: (N,) bool.
     """
-    n = len(detections)
-    boxes = np.full((n, 4), np.nan)
-    found = np.zeros(n, dtype=bool)
-    last: np.ndarray | None = None
-    lost = 0
-    for i, dets in enumerate(detections):
-        cand = np.asarray(dets, dtype=np.float64).reshape(len(dets), -1)[:, :4] if len(dets) else np.empty((0, 4))
-        cand = cand[_area(cand) > 0]
-        if len(cand) == 0:
-            lost += 1
-            continue
-        if last is None or lost >= reacquire_after:
-            pick = int(np.argmax(_area(cand)))
-        else:
-            iou = _iou(last, cand)
-            size = max(last[2] - last[0], last[3] - last[1])
-            centre = (last[:2] + last[2:]) / 2
-            dist = np.linalg.norm((cand[:, :2] + cand[:, 2:]) / 2 - centre, axis=1) / size
-            ok = (iou > 0) | (dist <= max_jump)
-            if not ok.any():
-                lost += 1
-                continue
-            order = np.lexsort((dist, -iou))  # primary: IoU descending, then distance
-            pick = int(next(j for j in order if ok[j]))
-        boxes[i] = cand[pick]
-        found[i] = True
-        last = cand[pick]
-        lost = 0
-    return boxes, found
+    rows = main_face_rows(detections, max_jump, reacquire_after, max_scale)
+    boxes = np.full((len(detections), 4), np.nan)
+    for i in np.flatnonzero(rows >= 0):
+        boxes[i] = np.asarray(detections[i], dtype=np.float64).reshape(len(detections[i]), -1)[rows[i], :4]
+    return boxes, rows >= 0
 
 
 def fill_missing(
@@ -768,31 +923,92 @@ def face_boxes(
     Raises:
         NoFaceError: no frame has a face.
     """
-    boxes, valid, _ = boxes_from_detections(detector.detect(frames), np.shape(frames), config, source)
+    boxes, valid, _, _ = boxes_from_detections(detector.detect(frames), np.shape(frames), config, source)
     return boxes, valid
+
+
+def mouth_in_frame(rows: np.ndarray, frame_shape: Sequence[int], below: float = 0.3, side: float = 0.4) -> np.ndarray:
+    """Whether the mouth of each detection, lips included, lies inside the frame.
+
+    Uses the keypoints of a detector with landmarks (:data:`KEYPOINT_NAMES` after the 5 box
+    columns). With d the distance from the midpoint of the eyes to the mouth centre (about a third
+    of the face height), the mouth counts as in the frame when the points ``below`` x d under the
+    mouth centre (lower lip) and ``side`` x d to either side (mouth corners) are all inside the
+    frame. Rows without keypoints (S3FD, OpenCV) are always True.
+
+    Args:
+        rows: (k, 5 + 2m) detections in full-frame pixels.
+        frame_shape: (H, W), (H, W, 3) or (N, H, W, 3).
+        below, side: margins in units of the eye-to-mouth distance.
+    Returns:
+        (k,) bool.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    rows = rows.reshape(len(rows), -1) if rows.size else np.empty((0, 5))
+    h, w = (frame_shape[-3], frame_shape[-2]) if len(frame_shape) >= 3 else (frame_shape[0], frame_shape[1])
+    ok = np.ones(len(rows), dtype=bool)
+    if rows.shape[1] < 5 + 2 * len(KEYPOINT_NAMES):
+        return ok
+    eyes = (rows[:, 5:7] + rows[:, 7:9]) / 2
+    mouth = rows[:, 5 + 2 * MOUTH : 7 + 2 * MOUTH]
+    known = np.isfinite(eyes).all(axis=1) & np.isfinite(mouth).all(axis=1)
+    d = np.linalg.norm(mouth - eyes, axis=1)
+    inside = (
+        (mouth[:, 0] - side * d >= 0) & (mouth[:, 0] + side * d <= w)
+        & (mouth[:, 1] >= 0) & (mouth[:, 1] + below * d <= h)
+    )
+    return np.where(known, inside, ok)
 
 
 def boxes_from_detections(
     detections: Sequence[np.ndarray], frame_shape: tuple, config: FaceConfig | None = None, source: str = "the video"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Track, fill, pad and smooth per-frame detections (gathered chunk by chunk, so frames need not be kept).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Track, check the mouth, fill, pad and smooth per-frame detections (gathered chunk by chunk,
+    so frames need not be kept).
+
+    Where the detector gives keypoints, faces whose mouth is not inside the frame
+    (:func:`mouth_in_frame`) are set aside first; the main face comes from :func:`main_face_rows` on
+    the rest. Frames where only such faces were found are refused: they are not lip-synced, and gaps
+    that contain them are not interpolated.
 
     Args:
-        detections: one (k, 5) array per frame, as :meth:`FaceDetector.detect` returns.
+        detections: one (k, 5) or (k, 5 + 2m) array per frame, as :meth:`FaceDetector.detect` returns.
         frame_shape: (N, H, W, 3) or (H, W, 3) of the frames, for clipping padded boxes.
     Returns:
-        boxes (N, 4) int64, valid (N,) bool (frames to lip-sync), found (N,) bool (a face was detected there;
-        valid & ~found are interpolated frames).
+        boxes (N, 4) int64, valid (N,) bool (frames to lip-sync), found (N,) bool (the main face was
+        detected there; valid & ~found are interpolated frames), refused (N,) bool (no main face there,
+        but a face whose mouth is out of the picture was detected: a close-up or a face leaving the frame).
     Raises:
-        NoFaceError: no frame has a face.
+        NoFaceError: no frame has a usable face.
     """
     config = config or FaceConfig()
-    boxes, found = select_main_face(detections)
+    n = len(detections)
+    usable, mouth_out = [], np.zeros(n, dtype=bool)
+    for i, dets in enumerate(detections):
+        dets = np.asarray(dets, dtype=np.float64)
+        dets = dets.reshape(len(dets), -1) if dets.size else np.empty((0, 5))
+        keep = mouth_in_frame(dets, tuple(frame_shape))
+        usable.append(dets[keep])
+        mouth_out[i] = not keep.all()
+    rows = main_face_rows(usable)  # faces without a visible mouth never compete for the main face
+    boxes = np.full((n, 4), np.nan)
+    for i in np.flatnonzero(rows >= 0):
+        boxes[i] = usable[i][rows[i], :4]
+    found = rows >= 0
+    refused = mouth_out & ~found
+    if refused.any() and not found.any():
+        raise NoFaceError(
+            f"the mouth is outside the picture in every frame of {source} where a face was found "
+            f"({int(refused.sum())} frames); use a clip where the whole mouth is visible"
+        )
     boxes, valid = fill_missing(boxes, found, max_gap=config.max_gap, source=source)
+    for start, stop in _runs(~found):  # never bridge a gap across refused frames
+        if refused[start:stop].any():
+            valid[start:stop] = False
     boxes = pad_boxes(boxes, config.pads, tuple(frame_shape))
     boxes = smooth_boxes(boxes, config.smooth_window, valid=valid, official=True)
     bad = valid & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
-    return boxes, valid & ~bad, found
+    return boxes, valid & ~bad, found, refused
 
 
 # --------------------------------------------------------------------------------------
