@@ -21,6 +21,7 @@ face_alignment is imported when an :class:`S3FDDetector` is constructed.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import sys
@@ -590,22 +591,47 @@ class MediaPipeDetector:
 DETECTORS: dict[str, type] = {"s3fd": S3FDDetector, "opencv": OpenCVDetector, "mediapipe": MediaPipeDetector}
 
 
-def get_detector(name: str = "s3fd", device: str = "cpu", **kwargs) -> FaceDetector:
+_fallback_announced = False
+
+
+def get_detector(name: str = "s3fd", device: str = "cpu", fallback: bool = True, **kwargs) -> FaceDetector:
     """Build a detector by name.
+
+    When "s3fd" is asked for without a local weights file and its weights can be neither found in the
+    torch hub cache nor downloaded now, the "mediapipe" detector is returned instead (if the mediapipe
+    package is installed), with one warning on the ``lipsync.faces`` logger the first time.
 
     Args:
         name: a key of :data:`DETECTORS` ("s3fd": accurate, downloads weights once;
             "mediapipe": BlazeFace with six keypoints, models bundled in the mediapipe wheel, no
             download; "opencv": download-free cascade, frontal faces only).
         device: torch device for "s3fd"; ignored by the others.
+        fallback: False raises S3FD's WeightsUnavailableError instead of falling back.
         **kwargs: passed to the detector's constructor.
+    Raises:
+        WeightsUnavailableError: the detector cannot be built (and no fallback applies).
     """
+    global _fallback_announced
     key = name.strip().lower()
     if key not in DETECTORS:
         raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}")
-    if key == "s3fd":
+    if key != "s3fd":
+        return DETECTORS[key](**kwargs)
+    try:
         return S3FDDetector(device=device, **kwargs)
-    return DETECTORS[key](**kwargs)
+    except WeightsUnavailableError as exc:
+        if not fallback or kwargs.get("path_to_detector") is not None:
+            raise
+        try:
+            detector = MediaPipeDetector()
+        except WeightsUnavailableError:
+            raise exc from None
+        if not _fallback_announced:
+            _fallback_announced = True
+            reason = str(exc).split(";")[0]
+            logging.getLogger(__name__).warning("%s; using the 'mediapipe' face detector instead (bundled, no download)",
+                                                reason)
+        return detector
 
 
 # --------------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -266,6 +268,32 @@ def test_s3fd_without_weights_offline_raises_weights_unavailable(tmp_path, monke
     message = str(info.value)
     assert message.startswith("could not download the S3FD face-detector weights (")
     assert "connect to the internet once, or choose the 'opencv' detector" in message
+
+
+def test_s3fd_without_weights_falls_back_to_mediapipe_with_one_warning(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("face_alignment")
+    pytest.importorskip("mediapipe")
+    import lipsync.faces as faces_module
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # every connection is refused
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setattr(faces_module, "_fallback_announced", False)
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="lipsync.faces"):
+        first, second = get_detector("s3fd"), get_detector("s3fd")
+    assert time.monotonic() - start < 20
+    assert isinstance(first, MediaPipeDetector) and isinstance(second, MediaPipeDetector)
+    lines = [r.getMessage() for r in caplog.records if r.name == "lipsync.faces"]
+    assert len(lines) == 1, lines  # said once
+    assert lines[0].startswith("could not download the S3FD face-detector weights (")
+    assert lines[0].endswith("; using the 'mediapipe' face detector instead (bundled, no download)")
+    with pytest.raises(WeightsUnavailableError, match="could not download the S3FD"):
+        get_detector("s3fd", fallback=False)
+    with pytest.raises(WeightsUnavailableError, match="could not read the S3FD weights file"):
+        get_detector("s3fd", path_to_detector=tmp_path / "nope.pth")  # a named file is never replaced
 
 
 def test_s3fd_with_a_missing_weights_file_says_so(tmp_path):
