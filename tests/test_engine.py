@@ -210,3 +210,32 @@ def test_still_photo_is_held_for_the_whole_audio(engine, media_dir, tmp_path):
                         JobOptions(num_inference_steps=1, detector="opencv", side_by_side=False))
     seconds = audio_io.audio_duration(audio_io.load_audio(media_dir / "tts_en.wav"))
     assert abs(count_frames(out) - round(seconds * 25)) <= 1 and report.fps == 25
+
+
+def test_frames_with_the_mouth_out_of_the_picture_pass_through_unchanged(media_dir, tmp_path):
+    pytest.importorskip("mediapipe")
+    import cv2
+
+    # clip 1 at 422x422, 40 frames; frames 14-29 are an extreme close-up of the eyes and nose (the
+    # mouth is about 20 px below the picture's edge before the zoom)
+    frames = np.stack([cv2.resize(f, (422, 422), interpolation=cv2.INTER_AREA) for f in decode(media_dir / CLIPS[0])[:40]])
+    for i in range(14, 30):
+        frames[i] = cv2.resize(frames[i, 55:235, 114:294], (422, 422), interpolation=cv2.INTER_CUBIC)
+    clip = tmp_path / "closeup.mp4"
+    with VideoWriter(clip, 25, (frames.shape[2], frames.shape[1]), audio_path=media_dir / "tts_en.wav") as w:
+        w.write(frames)
+    src = decode(clip)
+    out = tmp_path / "out.mp4"
+    engine = LipSyncEngine(pipeline=small_pipeline(), detector="mediapipe")
+    report = engine.run(clip, media_dir / "tts_en.wav", out,
+                        JobOptions(num_inference_steps=1, detector="mediapipe", length_policy="shortest",
+                                   side_by_side=False))
+    result = decode(out)
+    assert not report.valid[14:30].any() and report.valid[:14].all() and report.valid[30:].all()
+    assert report.faces_refused >= 4  # close-ups where a face was found, its mouth out of the picture
+    assert report.faces_refused + report.faces_missing == 16
+    assert report.faces_found + report.faces_interpolated == 24
+    assert "refused" in report.summary()
+    for i in range(14, 30):
+        assert psnr(result[i], src[i]) >= 45
+    assert psnr(result[10], src[10]) < 40  # frames with the whole mouth were lip-synced
