@@ -16,7 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Iterator, Sequence
@@ -34,6 +34,7 @@ __all__ = [
     "count_frames",
     "find_ffmpeg",
     "find_ffprobe",
+    "first_frame_pts",
     "is_image",
     "iter_frames",
     "probe_duration",
@@ -167,6 +168,12 @@ class VideoInfo:
         codec: video codec name, e.g. "h264", "hevc", "vp9", "mpeg4".
         has_audio: whether the file has at least one audio stream.
         video_start, audio_start: stream start times in seconds (audio_start is None without audio).
+        time_base: the video stream's time base (its timestamps count in these units).
+        container_start: the container's start time in seconds (ffmpeg's ``-ss`` counts from it).
+        first_frame_pts: timestamp of the first frame the decoder delivers, in ``time_base`` units: frame 0 of
+            :func:`iter_frames`. Found by decoding on the first seek and kept here (None until then).
+        colors: the video stream's colour tags as ffprobe names them (``color_range``, ``color_space``,
+            ``color_transfer``, ``color_primaries``); only tags that are set.
     """
 
     path: Path
@@ -180,6 +187,10 @@ class VideoInfo:
     has_audio: bool
     video_start: float
     audio_start: float | None
+    time_base: Fraction = Fraction(1, 90000)
+    container_start: float = 0.0
+    first_frame_pts: int | None = None
+    colors: dict[str, str] = field(default_factory=dict)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -216,6 +227,19 @@ def _rotation(stream: dict) -> int:
     if angle is None:
         return 0
     return int(round(angle)) % 360
+
+
+COLOR_TAGS = ("color_range", "color_space", "color_transfer", "color_primaries")
+
+
+def _color_tags(stream: dict) -> dict[str, str]:
+    """The colour tags ffprobe reports for ``stream`` that are set (not "unknown"/"unspecified")."""
+    tags = {}
+    for key in COLOR_TAGS:
+        value = str(stream.get(key) or "")
+        if value and value not in ("unknown", "unspecified", "reserved"):
+            tags[key] = value
+    return tags
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -282,6 +306,9 @@ def probe_video(path: str | Path) -> VideoInfo:
         has_audio=audio is not None,
         video_start=_float_or_none(video.get("start_time")) or 0.0,
         audio_start=(_float_or_none(audio.get("start_time")) or 0.0) if audio is not None else None,
+        time_base=_parse_rate(video.get("time_base")) or Fraction(1, 90000),
+        container_start=_float_or_none((data.get("format") or {}).get("start_time")) or 0.0,
+        colors=_color_tags(video),
     )
 
 
@@ -350,6 +377,61 @@ def _kill(proc: subprocess.Popen) -> None:
         pass
 
 
+SEEK_MARGIN_SECONDS = 2.0  # a seek lands this much before the wanted frame; the rest is decoded and dropped
+
+
+def first_frame_pts(path: str | Path, info: VideoInfo | None = None) -> int | None:
+    """Timestamp (in ``info.time_base`` units) of the first frame the decoder delivers: frame 0 of
+    :func:`iter_frames`, whatever the stream's start time, edit list or leading frames the edit list hides.
+
+    The result is kept in ``info.first_frame_pts``. None when the decoder gives the frame no timestamp.
+    """
+    path = Path(path)
+    if info is None:
+        info = probe_video(path)
+    if info.first_frame_pts is not None:
+        return info.first_frame_pts
+    # Decode a few packets first; an edit list may hide a whole group of pictures, so read more if needed.
+    for packets in (16, 512, None):
+        interval = ["-read_intervals", f"%+#{packets}"] if packets is not None else []
+        cmd = [find_ffprobe(), "-v", "error", "-select_streams", "v:0", *interval,
+               "-show_entries", "frame=best_effort_timestamp", "-of", "csv=p=0", str(path)]
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        values = [line.strip().strip(",") for line in proc.stdout.decode("ascii", "replace").splitlines()]
+        values = [v for v in values if v]
+        if values:
+            first = values[0]
+            info.first_frame_pts = int(first) if first.lstrip("-").isdigit() else None
+            return info.first_frame_pts
+    return None
+
+
+def _frame_select(info: VideoInfo, path: Path, start: int) -> tuple[list[str], str]:
+    """(input seek options, filter chain) that make ffmpeg deliver frames ``start``, ``start + 1``, ... of the
+    constant-rate numbering, exactly as a decode from the beginning numbers them.
+
+    Frame k is the k-th output of ``fps=info.fps`` applied to the decoded frames with the first frame's
+    timestamp as time 0 (original timestamps kept, ``-copyts``). A seek goes to a keyframe some margin
+    before frame ``start`` (``-noaccurate_seek``: nothing is dropped by ffmpeg) and ``trim`` drops the
+    frames before it, so the numbering does not depend on the container's start time, the stream's start
+    offset or edit list, or where the seek happened to land.
+    """
+    rate = f"{info.fps.numerator}/{info.fps.denominator}"
+    resample = f"fps={rate}"
+    if start <= 0:
+        return ["-copyts"], f"setpts=PTS-STARTPTS,{resample}"
+    origin = first_frame_pts(path, info)
+    if origin is None:  # no timestamps to anchor on: count frames from the beginning
+        return ["-copyts"], f"setpts=PTS-STARTPTS,{resample},trim=start_frame={start}"
+    origin_seconds = Fraction(origin) * info.time_base
+    seek_to = origin_seconds + Fraction(start) / info.fps - Fraction(SEEK_MARGIN_SECONDS)
+    # ffmpeg's input -ss counts from the container's start time; keep original timestamps (-copyts)
+    offset = float(seek_to) - info.container_start
+    seek = ["-noaccurate_seek", "-ss", f"{offset:.6f}"] if offset > 0 else []
+    chain = f"setpts=PTS-{origin},{resample},trim=start_pts={start}"
+    return [*seek, "-copyts"], chain
+
+
 def iter_frames(
     path: str | Path, chunk_size: int = 64, info: VideoInfo | None = None, start: int = 0, count: int | None = None
 ) -> Iterator[np.ndarray]:
@@ -357,16 +439,18 @@ def iter_frames(
 
     ffmpeg decodes to raw rgb24 on a pipe (no image intermediates, full source resolution), applies the
     rotation stored in the file (``width``/``height`` of :class:`VideoInfo` are already swapped for it) and
-    outputs a constant ``info.fps`` stream (``-fps_mode cfr -r fps``), duplicating or dropping frames of a
-    variable-rate source, so the frame count is about duration * fps. Frame 0 is the first frame of the video
-    stream even when it starts later than the audio (``video_start`` > 0). Memory is bounded by one chunk.
+    resamples to a constant ``info.fps`` (the ``fps`` filter: duplicating or dropping frames of a
+    variable-rate source), so the frame count is about duration * fps. Frame 0 is the first frame the
+    decoder delivers, even when the video starts later than the audio (``video_start`` > 0) or an edit list
+    hides leading frames. Memory is bounded by one chunk.
 
     Args:
         path: video file.
         chunk_size: frames per yielded chunk (the last chunk may be smaller).
         info: the result of :func:`probe_video` (probed here when None).
-        start: first frame to decode (an accurate seek to ``start / fps``; used to read a clip backwards in
-            chunks without holding it in memory).
+        start: first frame to decode. A seek lands on exactly the frame a decode from the beginning numbers
+            ``start``, whatever the stream's start time, time base or edit list (used to read a clip
+            backwards in chunks without holding it in memory).
         count: decode at most this many frames.
 
     Yields:
@@ -383,17 +467,17 @@ def iter_frames(
         info = probe_video(path)
     width, height = info.width, info.height
     frame_bytes = width * height * 3
-    rate = f"{info.fps.numerator}/{info.fps.denominator}"
-    seek = ["-ss", f"{start / float(info.fps):.6f}"] if start > 0 else []
+    seek, chain = _frame_select(info, path, int(start))
     limit = ["-frames:v", str(int(count))] if count is not None else []
     cmd = [
         find_ffmpeg(), "-nostdin", "-hide_banner", "-v", "error",
         *seek, "-i", str(path),
         "-map", "0:v:0", "-an", "-sn", "-dn", *limit,
-        # Re-zero the video clock so a stream that starts after the audio (video_start > 0) is not padded with
-        # copies of its first frame by the constant-rate conversion.
-        "-vf", "setpts=PTS-STARTPTS", "-sws_flags", "bicubic+accurate_rnd+full_chroma_int",
-        "-fps_mode", "cfr", "-r", rate,
+        # Time 0 is the first frame, so a video that starts after its audio (video_start > 0) is not padded
+        # with copies of its first frame; the fps filter makes the rate constant, and nothing after it may
+        # drop or repeat frames (passthrough).
+        "-vf", chain, "-sws_flags", "bicubic+accurate_rnd+full_chroma_int",
+        "-fps_mode", "passthrough",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]
     with tempfile.TemporaryFile() as errors:
