@@ -90,16 +90,9 @@ def infer_unet_config(state_dict, image_size: int = 128) -> dict:
 
 
 def _load_checkpoint_file(path: Path, **config_overrides):
-    from .convert import load_original_state_dict, convert_original_checkpoint
+    from .convert import load_original_checkpoint
 
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state_dict = load_file(str(path))
-    else:
-        state_dict = load_original_state_dict(path)
-    config = {**infer_unet_config(state_dict), **config_overrides}
-    return convert_original_checkpoint(state_dict, **config)
+    return load_original_checkpoint(path, **config_overrides)
 
 
 def _pipeline_from_unet(unet):
