@@ -582,7 +582,8 @@ class LipSyncEngine:
         total = len(plan.src)
         scores: Dict[str, Dict[str, float]] = {}
         with contextlib.ExitStack() as stack:
-            writer = stack.enter_context(video_io.VideoWriter(output, fps, size, audio_path=audio))
+            colors = plan.source.info.colors if plan.source.info is not None else None  # carried to the outputs
+            writer = stack.enter_context(video_io.VideoWriter(output, fps, size, audio_path=audio, colors=colors))
             comparison = self._comparison(plan, options) if (sbs is not None or options.score) else None
             if comparison is not None and hasattr(comparison, "close"):
                 stack.callback(comparison.close)
@@ -593,7 +594,8 @@ class LipSyncEngine:
             sbs_writer = None
             if sbs is not None:
                 sbs_size = (len(labels) * size[0] + (size[0] % 2), size[1])
-                sbs_writer = stack.enter_context(video_io.VideoWriter(sbs, fps, sbs_size, audio_path=audio))
+                sbs_writer = stack.enter_context(video_io.VideoWriter(sbs, fps, sbs_size, audio_path=audio,
+                                                                      colors=colors))
             start = 0
             for frames, result in self._generate(plan, options, timer, notify):
                 wav2lip = None

@@ -14,12 +14,13 @@ import json
 import math
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -585,6 +586,69 @@ def check_output_path(path: str | Path) -> Path:
     return path
 
 
+# ffprobe's matrix names -> the scale filter's out_color_matrix names
+_SCALE_MATRICES = {"bt709": "bt709", "smpte170m": "smpte170m", "bt470bg": "bt470", "fcc": "fcc",
+                   "smpte240m": "smpte240m", "bt2020nc": "bt2020", "bt2020c": "bt2020"}
+
+
+def _rgb_to_yuv_filter(colors: Mapping[str, str]) -> str:
+    """The scale filter that turns rgb24 into yuv420p with the source's matrix and range (BT.601 limited
+    range when the source has no tags)."""
+    options = ["flags=area+accurate_rnd+full_chroma_int"]
+    matrix = _SCALE_MATRICES.get(colors.get("color_space", ""))
+    if matrix:
+        options.append(f"out_color_matrix={matrix}")
+    if colors.get("color_range") in ("tv", "pc"):
+        options.append(f"out_range={colors['color_range']}")
+    return f"scale={':'.join(options)},format=yuv420p"
+
+
+# ffprobe's names -> ffmpeg's option values (they differ for two transfers); tags not listed are not carried
+_PRIMARIES = {name: name for name in ("bt709", "bt470m", "bt470bg", "smpte170m", "smpte240m", "film", "bt2020",
+                                      "smpte428", "smpte431", "smpte432")}
+_TRANSFERS = {name: name for name in ("bt709", "smpte170m", "smpte240m", "linear", "log100", "log316",
+                                      "iec61966-2-4", "bt1361e", "iec61966-2-1", "bt2020-10", "bt2020-12",
+                                      "smpte2084", "smpte428", "arib-std-b67")}
+_TRANSFERS.update({"bt470m": "gamma22", "bt470bg": "gamma28"})
+
+
+def _color_tag_options(colors: Mapping[str, str]) -> list[str]:
+    """ffmpeg output options that tag the stream with the source's colour description."""
+    args = []
+    matrix = colors.get("color_space", "")
+    if matrix in _SCALE_MATRICES:  # tag only a matrix the conversion really used
+        args += ["-colorspace", matrix]
+    if colors.get("color_range") in ("tv", "pc"):
+        args += ["-color_range", colors["color_range"]]
+    if colors.get("color_primaries") in _PRIMARIES:
+        args += ["-color_primaries", _PRIMARIES[colors["color_primaries"]]]
+    if colors.get("color_transfer") in _TRANSFERS:
+        args += ["-color_trc", _TRANSFERS[colors["color_transfer"]]]
+    return args
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (threads may be creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _new_file_mode(path: Path) -> int:
+    """Mode for a file written to ``path``: the replaced file's mode, else 0666 less the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
 class VideoWriter:
     """Encode RGB frames to an H.264/AAC MP4 that appears only once it is complete.
 
@@ -611,6 +675,13 @@ class VideoWriter:
         duration: optional final length in seconds; default N / fps. Audio is padded/trimmed to it and the
             video trimmed to it (video is never extended).
         side_label: optional text burned into the top-left corner of every frame (e.g. "Diff2Lip").
+        colors: the source's colour tags (``VideoInfo.colors``: ``color_space``, ``color_range``,
+            ``color_primaries``, ``color_transfer``). RGB is converted to YUV with that matrix and range, and
+            the output is tagged with all four, so players show the colours of the source. Without tags:
+            BT.601 limited range, untagged (as before).
+
+    The finished file gets the permissions of a normally created file (0666 less the umask), or keeps the
+    mode of the file it replaces.
     """
 
     AUDIO_SAMPLE_RATE = 16000
@@ -626,6 +697,7 @@ class VideoWriter:
         side_label: str | None = None,
         crf: int = 12,
         preset: str = "veryfast",
+        colors: Mapping[str, str] | None = None,
     ) -> None:
         if audio_path is not None and audio_array is not None:
             raise ValueError("give either audio_path or audio_array, not both")
@@ -653,6 +725,7 @@ class VideoWriter:
         self.side_label = side_label
         self.crf = int(crf)
         self.preset = preset
+        self.colors = dict(colors or {})
         self.num_frames = 0
         self._enc_width = self.width + (self.width % 2)
         self._enc_height = self.height + (self.height % 2)
@@ -683,9 +756,10 @@ class VideoWriter:
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self._enc_width}x{self._enc_height}",
             "-framerate", rate, "-i", "pipe:0",
             # area + full-chroma RGB->YUV keeps 4:2:0 chroma closest to the source (about +3 dB on hard edges)
-            "-an", "-sws_flags", "area+accurate_rnd+full_chroma_int",
+            "-an", "-vf", _rgb_to_yuv_filter(self.colors),
             "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf),
-            "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", str(self._video_tmp),
+            "-pix_fmt", "yuv420p", *_color_tag_options(self.colors),
+            "-movflags", "+faststart", "-f", "mp4", str(self._video_tmp),
         ]
         self._errors = tempfile.TemporaryFile()
         try:
@@ -765,6 +839,7 @@ class VideoWriter:
             if self._proc.wait() != 0:
                 raise self._failure("encoding")
             final = self._mux()
+            os.chmod(final, _new_file_mode(self.output_path))
             os.replace(final, self.output_path)
         except BaseException:
             self.close()
