@@ -1,7 +1,7 @@
 """Diff2Lip Studio: the Gradio UI. All the work happens in ``lipsync.engine.LipSyncEngine``.
 
     python app.py [--checkpoint P] [--device D] [--host H] [--port N] [--share]
-                  [--max-seconds S] [--max-upload-mb M] [--detector s3fd|opencv]
+                  [--max-seconds S] [--max-upload-mb M] [--detector s3fd|mediapipe|opencv]
                   [--wav2lip-checkpoint P] [--syncnet-checkpoint P]
 
 Importing this module builds nothing and loads no model: ``main()`` creates the one engine of the

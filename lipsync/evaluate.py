@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder of ground-truth videos: relative third columns are resolved here, and "
                              "lines without one use <reference-dir>/<video file name> when it exists")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--detector", choices=("opencv", "s3fd"), default="s3fd", help="face detector")
+    parser.add_argument("--detector", choices=("opencv", "s3fd", "mediapipe"), default="s3fd", help="face detector")
     parser.add_argument("--skip-errors", action="store_true",
                         help="report a failing pair on stderr and leave its scores empty instead of stopping")
     return parser

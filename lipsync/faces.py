@@ -540,7 +540,8 @@ class MediaPipeDetector:
         dets[:, [0, 2, *range(5, dets.shape[1], 2)]] = dets[:, [0, 2, *range(5, dets.shape[1], 2)]] * scale + x0
         dets[:, [1, 3, *range(6, dets.shape[1], 2)]] = dets[:, [1, 3, *range(6, dets.shape[1], 2)]] * scale + y0
         centres = _centre(dets[:, :4])
-        inside = (centres[:, 0] > cand[0]) & (centres[:, 0] < cand[2]) & (centres[:, 1] > cand[1]) & (centres[:, 1] < cand[3])
+        inside = ((centres[:, 0] > cand[0]) & (centres[:, 0] < cand[2])
+                  & (centres[:, 1] > cand[1]) & (centres[:, 1] < cand[3]))
         if not inside.any():
             return None
         dist = np.linalg.norm(centres - [cx, cy], axis=1)
@@ -563,7 +564,8 @@ class MediaPipeDetector:
             short = short[~covered]
         cands = np.concatenate([full, short])
         if self.refine:
-            cands = np.array([r if (r := self._refine_one(frame, c)) is not None else c for c in cands]).reshape(cands.shape)
+            refined = [self._refine_one(frame, c) for c in cands]
+            cands = np.array([c if r is None else r for c, r in zip(cands, refined)]).reshape(cands.shape)
         keep: list[int] = []
         for i in np.argsort(-cands[:, 4], kind="stable"):  # one box per face
             if not keep or _iou(cands[i, :4], cands[keep, :4]).max() <= 0.5:
@@ -629,8 +631,9 @@ def get_detector(name: str = "s3fd", device: str = "cpu", fallback: bool = True,
         if not _fallback_announced:
             _fallback_announced = True
             reason = str(exc).split(";")[0]
-            logging.getLogger(__name__).warning("%s; using the 'mediapipe' face detector instead (bundled, no download)",
-                                                reason)
+            logging.getLogger(__name__).warning(
+                "%s; using the 'mediapipe' face detector instead (bundled, no download)", reason
+            )
         return detector
 
 
@@ -748,7 +751,8 @@ def main_face_rows(
         for part in np.split(np.arange(len(frames)), breaks):
             if len(part) == 0 or not free[part[0]]:
                 continue
-            if rank > 0 and len(part) < reacquire_after and not _continues_chosen(track, part, chosen, detections, max_jump, max_scale):
+            short_lived = len(part) < reacquire_after
+            if rank > 0 and short_lived and not _continues_chosen(track, part, chosen, detections, max_jump, max_scale):
                 continue  # short-lived and unrelated to the main face: a false box or a passer-by
             first, last = frames[part[0]], frames[part[-1]]
             claimed[first : last + 1] = True
@@ -756,7 +760,9 @@ def main_face_rows(
     return chosen
 
 
-def _continues_chosen(track: _Track, part: np.ndarray, chosen: np.ndarray, detections, max_jump: float, max_scale: float) -> bool:
+def _continues_chosen(
+    track: _Track, part: np.ndarray, chosen: np.ndarray, detections, max_jump: float, max_scale: float
+) -> bool:
     """Whether this piece of a track picks up where a chosen face left off (or is picked up by one)."""
     frames = np.array(track.frames)[part]
     boxes = np.array(track.boxes)[part]
