@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import Dict, Optional
 
 from .console import PlainProgress, configure_logging, stderr_is_terminal
-from .engine import LENGTH_POLICIES, PAPER_SEED, PASTE_MODES, SCHEDULERS, JobOptions, LipSyncEngine
 from .errors import LipSyncError
-from .faces import DETECTORS
+
+# Only light modules at import time: the engine loads inside main(), where Ctrl-C or SIGTERM during
+# start-up ends in one "error:" line instead of a traceback.
 
 
 def _reference(text: str) -> Optional[int]:
@@ -22,6 +25,10 @@ def _reference(text: str) -> Optional[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser (imports the engine for the lists of choices)."""
+    from .engine import LENGTH_POLICIES, PAPER_SEED, PASTE_MODES, SCHEDULERS
+    from .faces import DETECTORS
+
     p = argparse.ArgumentParser(prog="python -m lipsync",
                                 description="Lip-sync a face video (or photo) to a speech track with Diff2Lip.")
     p.add_argument("--video", required=True, help="face video (mp4/mov/mkv/webm) or a still photo (png/jpg)")
@@ -105,7 +112,43 @@ def check_weights(args: argparse.Namespace) -> None:
         check_syncnet_weights(args.syncnet_checkpoint)
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds the job like Ctrl-C, so every temporary file is removed."""
+
+
+def _stop(signum, frame) -> None:
+    # a second Ctrl-C or SIGTERM must not interrupt the clean-up the first one started
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
+
+
 def main(argv=None) -> int:
+    """Run the CLI; returns the exit status (0 done, 1 bad input, 130 Ctrl-C, 143 SIGTERM).
+
+    Ctrl-C or SIGTERM at any point, start-up included, removes what the job had begun to write and prints
+    one ``error:`` line.
+    """
+    handlers = None
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("error: stopped by SIGTERM; no output was written", file=sys.stderr)
+        return 143
+    finally:
+        if handlers is not None:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+
+def _run(argv) -> int:
+    from .engine import JobOptions, LipSyncEngine
+
     args = build_parser().parse_args(argv)
     configure_logging()  # once: no doubled library lines, no retry or download chatter
     try:
@@ -131,10 +174,9 @@ def main(argv=None) -> int:
         bars.close()
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, SIGTERM: main() prints the one line
         bars.close()
-        print("error: interrupted; no output was written", file=sys.stderr)
-        return 130
+        raise
     bars.close()
     print(report.summary())
     if report.scores:

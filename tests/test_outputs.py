@@ -136,3 +136,79 @@ def test_job_outputs_carry_colour_tags_and_normal_permissions(engine, tmp_path, 
     keep = np.ones(src.shape[:2], bool)
     keep[y1:y2, x1:x2] = False
     assert _psnr(res[keep], src[keep]) > 40
+
+
+# ------------------------------------------------------------------------------------------ stopping the CLI
+
+
+@pytest.fixture(scope="module")
+def cli_job(tmp_path_factory):
+    """A small saved model, a 24-frame face clip and 3 s of audio (75 output frames): the CLI's arguments."""
+    need_shared(MEDIA)
+    folder = tmp_path_factory.mktemp("cli_job")
+    checkpoint = folder / "model"
+    small_pipeline().save_pretrained(checkpoint)
+    video, audio = folder / "face.mp4", folder / "speech.wav"
+    run_ffmpeg("-i", str(MEDIA / "pub_video2_retalking_face5.mp4"), "-frames:v", "24", "-vf", "scale=256:256",
+               "-an", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(video))
+    run_ffmpeg("-f", "lavfi", "-i", "sine=frequency=220:sample_rate=16000:duration=3", str(audio))
+    return ["--video", str(video), "--audio", str(audio), "--checkpoint", str(checkpoint), "--detector", "opencv",
+            "--steps", "2", "--batch-size", "4", "--quiet"]
+
+
+def _start_cli(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lipsync", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"the CLI ended (status {proc.returncode}) before {what}: {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode("utf-8", "replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_sigterm_mid_run_leaves_the_output_folder_empty(cli_job, tmp_path):
+    out_dir = tmp_path / "outputs"
+    out_dir.mkdir()
+    proc = _start_cli([*cli_job, "--output", str(out_dir / "result.mp4"), "--side-by-side"])
+    # stop it while it encodes: the hidden temporary files exist
+    _wait_for(lambda: any(p.name.endswith(".video.mp4") for p in out_dir.iterdir()), proc, "encoding started")
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert list(out_dir.iterdir()) == []
+    assert _processes_mentioning(str(out_dir)) == []  # no ffmpeg left behind either
+
+
+@pytest.mark.parametrize("library", ["numpy", "libtorch"])
+def test_ctrl_c_during_start_up_prints_one_line(cli_job, tmp_path, library):
+    out_dir = tmp_path / "outputs"
+    out_dir.mkdir()
+    proc = _start_cli([*cli_job, "--output", str(out_dir / "result.mp4")])
+    maps = Path(f"/proc/{proc.pid}/maps")
+    # interrupt while it is still importing (numpy: the engine's first imports; libtorch: the model code)
+    _wait_for(lambda: library in maps.read_text(errors="replace"), proc, f"{library} is being loaded")
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert stderr.strip() == "error: interrupted; no output was written"
+    assert list(out_dir.iterdir()) == []
