@@ -132,19 +132,47 @@ class JobReport:
     # with options.score: {"source" | "wav2lip" | "diffusion": {"lse_d", "lse_c", "offset", "frames", "seconds"}}
     scores: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
+    @property
+    def source_frames(self) -> int:
+        """Number of source frames the job used (the face counts are per source frame)."""
+        return len(self.valid) if self.valid is not None else self.frames
+
+    def timeline(self) -> str:
+        """How the output frames show the source frames, in words ("" when each is shown once, in order)."""
+        n = self.source_frames
+        index = self.source_index
+        if index is None or np.array_equal(index, np.arange(len(index))):
+            return ""
+        if n == 1:
+            return "1 source frame held for every output frame"
+        steps = np.diff(np.asarray(index))
+        if (steps == -1).any():
+            return f"{n} source frames played forward and backward (ping-pong)"
+        if (steps < 0).any():
+            return f"{n} source frames looped"
+        return f"{n} source frames"
+
     def summary(self) -> str:
+        """One line for the CLI: output, length, size, the source timeline and the per-source-frame face counts."""
         total = sum(self.seconds.values())
+        timeline = self.timeline()
+        per_source = "per source frame: " if timeline or self.source_frames != self.frames else ""
         return (f"{self.output}: {self.frames} frames at {self.fps:g} fps ({self.duration:.2f} s, "
-                f"{self.width}x{self.height}); faces found in {self.faces_found}, interpolated "
+                f"{self.width}x{self.height})" + (f", showing {timeline}" if timeline else "")
+                + f"; {per_source}faces found in {self.faces_found}, interpolated "
                 f"{self.faces_interpolated}, missing {self.faces_missing}"
                 + (f", refused {self.faces_refused} (mouth out of the picture)" if self.faces_refused else "")
                 + f"; {total:.1f} s")
 
     def as_markdown(self) -> str:
+        """The report as a two-column Markdown table (the app shows it)."""
         rows = [("frames", self.frames), ("fps", f"{self.fps:g}"), ("duration", f"{self.duration:.2f} s"),
-                ("size", f"{self.width}x{self.height}"), ("faces found", self.faces_found),
-                ("faces interpolated", self.faces_interpolated), ("faces missing", self.faces_missing),
-                ("faces refused (mouth out of the picture)", self.faces_refused)]
+                ("size", f"{self.width}x{self.height}"),
+                ("source frames", self.timeline() or self.source_frames),
+                ("faces found (per source frame)", self.faces_found),
+                ("faces interpolated (per source frame)", self.faces_interpolated),
+                ("faces missing (per source frame)", self.faces_missing),
+                ("faces refused, mouth out of the picture (per source frame)", self.faces_refused)]
         rows += [(f"{stage} (s)", f"{seconds:.2f}") for stage, seconds in self.seconds.items()]
         return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 

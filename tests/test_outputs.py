@@ -212,3 +212,28 @@ def test_ctrl_c_during_start_up_prints_one_line(cli_job, tmp_path, library):
     assert proc.returncode == 130
     assert stderr.strip() == "error: interrupted; no output was written"
     assert list(out_dir.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------ the report
+
+
+def _report(policy: str, num_source: int, num_output: int):
+    from lipsync.engine import JobReport, source_indices
+
+    index = source_indices(num_source, num_output, policy)
+    used = int(index.max()) + 1
+    return JobReport(output=Path("out.mp4"), side_by_side=None, frames=num_output, fps=25.0, width=524, height=524,
+                     faces_found=used - 2, faces_missing=0, faces_interpolated=2, seconds={"diffusion": 3.0},
+                     duration=num_output / 25, valid=np.ones(used, bool), source_index=index)
+
+
+def test_summary_says_the_face_counts_are_per_source_frame():
+    text = _report("pingpong", 122, 161).summary()
+    assert ("161 frames at 25 fps (6.44 s, 524x524), showing 122 source frames played forward and backward "
+            "(ping-pong); per source frame: faces found in 120, interpolated 2, missing 0") in text
+    assert "showing 122 source frames looped; per source frame: faces found in 120" in _report("loop", 122, 161).summary()
+    plain = _report("loop", 122, 100).summary()  # each source frame once: no note needed
+    assert "(4.00 s, 524x524); faces found in 98, interpolated 2" in plain and "per source frame" not in plain
+    table = _report("pingpong", 122, 161).as_markdown()
+    assert "| source frames | 122 source frames played forward and backward (ping-pong) |" in table
+    assert "| faces found (per source frame) | 120 |" in table
