@@ -412,18 +412,18 @@ def _frame_select(info: VideoInfo, path: Path, start: int) -> tuple[list[str], s
     constant-rate numbering, exactly as a decode from the beginning numbers them.
 
     Frame k is the k-th output of ``fps=info.fps`` applied to the decoded frames with the first frame's
-    timestamp as time 0 (original timestamps kept, ``-copyts``). A seek goes to a keyframe some margin
-    before frame ``start`` (``-noaccurate_seek``: nothing is dropped by ffmpeg) and ``trim`` drops the
-    frames before it, so the numbering does not depend on the container's start time, the stream's start
-    offset or edit list, or where the seek happened to land.
+    timestamp as time 0. A seek keeps the file's own timestamps (``-copyts``), subtracts the first frame's
+    (:func:`first_frame_pts`), goes to a keyframe some margin before frame ``start`` (``-noaccurate_seek``:
+    ffmpeg drops nothing) and ``trim`` drops the frames before it, so the numbering does not depend on the
+    container's start time, the stream's start offset or edit list, or where the seek happened to land.
     """
     rate = f"{info.fps.numerator}/{info.fps.denominator}"
     resample = f"fps={rate}"
-    if start <= 0:
-        return ["-copyts"], f"setpts=PTS-STARTPTS,{resample}"
+    if start <= 0:  # from the beginning: ffmpeg's own timestamp handling, re-zeroed on the first frame
+        return [], f"setpts=PTS-STARTPTS,{resample}"
     origin = first_frame_pts(path, info)
     if origin is None:  # no timestamps to anchor on: count frames from the beginning
-        return ["-copyts"], f"setpts=PTS-STARTPTS,{resample},trim=start_frame={start}"
+        return [], f"setpts=PTS-STARTPTS,{resample},trim=start_frame={start}"
     origin_seconds = Fraction(origin) * info.time_base
     seek_to = origin_seconds + Fraction(start) / info.fps - Fraction(SEEK_MARGIN_SECONDS)
     # ffmpeg's input -ss counts from the container's start time; keep original timestamps (-copyts)

@@ -231,7 +231,8 @@ def test_summary_says_the_face_counts_are_per_source_frame():
     text = _report("pingpong", 122, 161).summary()
     assert ("161 frames at 25 fps (6.44 s, 524x524), showing 122 source frames played forward and backward "
             "(ping-pong); per source frame: faces found in 120, interpolated 2, missing 0") in text
-    assert "showing 122 source frames looped; per source frame: faces found in 120" in _report("loop", 122, 161).summary()
+    looped = _report("loop", 122, 161).summary()
+    assert "showing 122 source frames looped; per source frame: faces found in 120" in looped
     plain = _report("loop", 122, 100).summary()  # each source frame once: no note needed
     assert "(4.00 s, 524x524); faces found in 98, interpolated 2" in plain and "per source frame" not in plain
     table = _report("pingpong", 122, 161).as_markdown()
