@@ -21,6 +21,21 @@ from typing import Dict, Iterator, TextIO
 _HANDLER_NAME = "lipsync-console"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is when a record arrives (tests swap it)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ and setStream assign it; stderr is always used
+        pass
+
+
 def configure_logging(level: int = logging.WARNING) -> None:
     """Log to stderr through one handler (bare messages at ``level`` and above); safe to call again.
 
@@ -30,7 +45,7 @@ def configure_logging(level: int = logging.WARNING) -> None:
     """
     root = logging.getLogger()
     if not any(handler.get_name() == _HANDLER_NAME for handler in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.set_name(_HANDLER_NAME)
         handler.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(handler)
