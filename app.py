@@ -30,6 +30,8 @@ from lipsync.video import probe_duration
 logger = logging.getLogger("diff2lip.app")
 
 ASSETS = Path(__file__).resolve().parent / "assets"
+if not ASSETS.is_dir():  # installed with pip: the examples ship inside the package as lipsync/assets
+    ASSETS = Path(__file__).resolve().parent / "lipsync" / "assets"
 DEFAULT_MAX_SECONDS = 60.0
 DEFAULT_MAX_UPLOAD_MB = 50.0
 GPU_SECONDS_PER_FRAME_STEP = 0.01  # generous for one 128 px Diff2Lip UNet step per frame on a ZeroGPU slice

@@ -36,8 +36,9 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def configure_logging(level: int = logging.WARNING) -> None:
-    """Log to stderr through one handler (bare messages at ``level`` and above); safe to call again.
+def configure_logging(level: int = logging.WARNING, fmt: str = "%(message)s") -> None:
+    """Log to stderr through one handler (``fmt``, default bare messages, at ``level`` and above); safe to
+    call again (the app: ``configure_logging(logging.INFO, "%(asctime)s %(levelname)s %(name)s: %(message)s")``).
 
     Library loggers are set so that no line is printed twice and no retry or download chatter reaches the
     user: huggingface_hub and diffusers only report errors, huggingface_hub's progress bars are shown only
@@ -47,8 +48,10 @@ def configure_logging(level: int = logging.WARNING) -> None:
     if not any(handler.get_name() == _HANDLER_NAME for handler in root.handlers):
         handler = _StderrHandler()
         handler.set_name(_HANDLER_NAME)
-        handler.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(handler)
+    for handler in root.handlers:
+        if handler.get_name() == _HANDLER_NAME:
+            handler.setFormatter(logging.Formatter(fmt))
     root.setLevel(level)
 
     import huggingface_hub.utils.logging as hub_logging
@@ -68,7 +71,8 @@ def configure_logging(level: int = logging.WARNING) -> None:
     if "diffusers" in sys.modules:
         from diffusers.utils import logging as diffusers_logging
 
-        diffusers_logging.set_verbosity(diffusers_logging.log_levels[os.environ["DIFFUSERS_VERBOSITY"]])
+        levels = diffusers_logging.log_levels
+        diffusers_logging.set_verbosity(levels.get(os.environ["DIFFUSERS_VERBOSITY"], logging.ERROR))
         diffusers_logging.disable_progress_bar()
 
 

@@ -168,7 +168,8 @@ def hub_file(repo_id: str, filename: str, *, what: str, remedy: str, timeout: Op
     if hub_offline():
         why = "it is not in the local Hub cache and HF_HUB_OFFLINE is set"
     elif not hub_reachable(timeout):
-        why = f"it is not in the local Hub cache and the Hub ({hub_endpoint()}) cannot be reached (no connection within {timeout:g} s)"
+        why = (f"it is not in the local Hub cache and the Hub ({hub_endpoint()}) cannot be reached "
+               f"(no connection within {timeout:g} s)")
     else:
         url = f"{hub_endpoint()}/{repo_id}/resolve/main/{quote(filename)}"
         status = _http_status(url, max(timeout, 10.0))  # a slow answer is still an answer: no false refusals

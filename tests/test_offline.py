@@ -31,7 +31,8 @@ def clean_env(tmp_path, **extra) -> dict:
     """The environment without Hub/checkpoint settings, with an empty Hub cache and torch hub folder."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("HF_", "LIPSYNC_", "DIFFUSERS_")) and k.lower() not in ("https_proxy", "http_proxy")}
-    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(tmp_path / "hf" / "hub"), TORCH_HOME=str(tmp_path / "torch"))
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(tmp_path / "hf" / "hub"),
+               TORCH_HOME=str(tmp_path / "torch"))
     env.update(extra)
     return env
 
@@ -45,7 +46,10 @@ def run_cli(args, env, timeout=300):
 
 @pytest.mark.parametrize("endpoint", ["closed-port", "HF_HUB_OFFLINE"])
 def test_cli_without_the_hub_says_so_in_one_line_within_seconds(tmp_path, endpoint):
-    extra = {"HF_HUB_OFFLINE": "1"} if endpoint == "HF_HUB_OFFLINE" else {"HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}"}
+    if endpoint == "HF_HUB_OFFLINE":
+        extra = {"HF_HUB_OFFLINE": "1"}
+    else:
+        extra = {"HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}"}
     out = tmp_path / "out.mp4"
     result, seconds = run_cli(["--video", EXAMPLE_VIDEO, "--audio", EXAMPLE_SPEECH, "--output", out, "--score"],
                               clean_env(tmp_path, **extra))
@@ -89,7 +93,8 @@ def test_wav2lip_syncnet_and_paper_weights_fail_fast_offline(unreachable_hub):
     from lipsync.wav2lip import load_wav2lip
 
     cases = [(lambda: load_wav2lip(device="cpu"), ["Nekochu/Wav2Lip", "wav2lip_gan.pth", "--wav2lip-checkpoint"]),
-             (lambda: load_syncnet(device="cpu"), ["ByteDance/LatentSync-1.5", "syncnet_v2.model", "--syncnet-checkpoint"]),
+             (lambda: load_syncnet(device="cpu"),
+              ["ByteDance/LatentSync-1.5", "syncnet_v2.model", "--syncnet-checkpoint"]),
              (lambda: load_pipeline(device="cpu"), [PAPER_REPO, PAPER_FILE, "--checkpoint PATH"])]
     for load, names in cases:
         start = time.monotonic()
@@ -222,4 +227,5 @@ def test_convert_reads_sizes_off_the_weights_and_makes_a_random_small_model(tmp_
 
     result = subprocess.run([sys.executable, "-m", "lipsync.convert"], cwd=REPO, capture_output=True, text=True,
                             timeout=120)
-    assert result.returncode == 2 and "pass --checkpoint CHECKPOINT --output FOLDER, or --random-small OUT" in result.stderr
+    assert result.returncode == 2
+    assert "pass --checkpoint CHECKPOINT --output FOLDER, or --random-small OUT" in result.stderr

@@ -61,8 +61,10 @@ def test_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path):
     package, app = run([python, "-c", where], elsewhere, env).stdout.split()
     site = Path(package).parent.parent
     assert Path(package).is_relative_to(venv) and Path(app) == site / "app.py"
+    assets = Path(run([python, "-c", "import app; print(app.ASSETS)"], elsewhere, env).stdout.strip())
+    assert assets == site / "lipsync" / "assets"  # the app's examples, found by the installed app
     for example in ("example_face.mp4", "example_speech.wav", "example_face.png"):
-        assert (site / "lipsync" / "assets" / example).is_file()
+        assert (assets / example).is_file()
     shipped = {p.relative_to(REPO).as_posix() for p in (REPO / "lipsync").rglob("*.py")}
     installed = {p.relative_to(site).as_posix() for p in (site / "lipsync").rglob("*.py")}
     assert shipped <= installed, f"not installed: {sorted(shipped - installed)}"
@@ -74,8 +76,8 @@ def test_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path):
     assert (bin_dir / "lipsync-app").is_file()
 
     # 3. one source of truth: the installed metadata lists exactly the requirement files
-    metadata = run([python, "-c", "import importlib.metadata as m, json; print(json.dumps(m.requires('diff2lip-studio')))"],
-                   elsewhere, env).stdout
+    probe = "import importlib.metadata as m, json; print(json.dumps(m.requires('diff2lip-studio')))"
+    metadata = run([python, "-c", probe], elsewhere, env).stdout
     requires = json.loads(metadata)
 
     def names(extra):
@@ -126,7 +128,8 @@ def test_every_imported_module_is_required():
             continue
         dists = {normalise(d) for d in providers.get(module, [])}
         if not dists & required:
-            missing.append(f"{module} (imported by {', '.join(sorted(users))}; installed from {sorted(dists) or 'nothing'})")
+            missing.append(f"{module} (imported by {', '.join(sorted(users))}; "
+                           f"installed from {sorted(dists) or 'nothing'})")
     assert not missing, "add to a requirement file: " + "; ".join(missing)
 
 
