@@ -402,7 +402,11 @@ class LipSyncEngine:
         if len(detections[0]) == 0:
             cv2.putText(canvas, "no face found", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 0, 0), 3)
             return canvas
-        boxes, _ = face_ops.select_main_face(detections)
+        usable = detections[0][face_ops.mouth_in_frame(detections[0], frame.shape)]  # keypoints: whole mouth seen
+        if len(usable) == 0:
+            cv2.putText(canvas, "mouth out of the picture", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 0, 0), 3)
+            return canvas
+        boxes, _ = face_ops.select_main_face([usable])
         x1, y1, x2, y2 = face_ops.pad_boxes(boxes, options.pads, frame.shape)[0].astype(int)
         mid = y1 + (y2 - y1) // 2
         shade = canvas[mid:y2, x1:x2].astype(np.float32)
@@ -501,7 +505,8 @@ class LipSyncEngine:
             if not 0 <= k < used:
                 raise LipSyncError(f"reference frame {k} does not exist; the clip has {used} frames (0..{used - 1})")
             if not valid[k]:
-                raise NoFaceError(f"no face was found in reference frame {k}; choose another reference frame")
+                why = "the mouth is outside the picture in" if refused[k] else "no face was found in"
+                raise NoFaceError(f"{why} reference frame {k}; choose another reference frame")
             frame = source.read(k, k + 1)
             reference = face_ops.crop_faces(frame, boxes[k:k + 1], FACE_SIZE)[0]
         return _Plan(source, wav, mel, mels, src, boxes, valid, found, reference, refused)

@@ -239,3 +239,24 @@ def test_frames_with_the_mouth_out_of_the_picture_pass_through_unchanged(media_d
     for i in range(14, 30):
         assert psnr(result[i], src[i]) >= 45
     assert psnr(result[10], src[10]) < 40  # frames with the whole mouth were lip-synced
+
+
+def test_preview_says_when_the_mouth_is_out_of_the_picture(media_dir, tmp_path):
+    pytest.importorskip("mediapipe")
+    import cv2
+
+    frame = decode(media_dir / CLIPS[0])[0]
+    close = cv2.resize(frame[110:470, 228:588], (844, 844), interpolation=cv2.INTER_CUBIC)  # eyes and nose only
+    engine = LipSyncEngine(pipeline=small_pipeline(), detector="mediapipe")
+    options = JobOptions(detector="mediapipe")
+    shown = {}
+    for name, image in (("whole", frame), ("close", close)):
+        path = tmp_path / f"{name}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        shown[name] = engine.preview_frame(path, 0, options)
+    assert len(engine.detector("mediapipe").detect(close[None])[0]) >= 1  # a face IS found on the close-up
+    green = np.array([0, 255, 0])
+    red = np.array([255, 0, 0])
+    assert (shown["whole"] == green).all(axis=-1).sum() > 500  # the face box is drawn
+    assert not (shown["close"] == green).all(axis=-1).any()  # no box on the close-up...
+    assert (shown["close"] == red).all(axis=-1).sum() > 500  # ...but the red note
