@@ -203,12 +203,14 @@ class LossWeights:
         return LossWeights(**values)
 
 
-# The paper's ablation rows (Diff2Lip, Table 4). λ values: see README "Losses and presets".
+# The paper's ablation rows (Diff2Lip, Table 4), with the λs of its eq. 9 that the authors gave for the
+# released checkpoint (soumik-kanad/diff2lip issue #41): λ_L2 = 1, λ_sync = 0.1, λ_lpips = 0.25, λ_GAN = 0.5.
+# L_vlb (λ = 1, guided-diffusion's hybrid loss) trains the variance channels of the 6-channel output.
 LOSS_PRESETS: Dict[str, LossWeights] = {
     "simple": LossWeights(simple=1.0, vlb=1.0),
-    "sync": LossWeights(simple=1.0, vlb=1.0, l2=1.0, sync=0.03),
-    "perceptual": LossWeights(simple=1.0, vlb=1.0, l2=1.0, sync=0.03, lpips=0.2),
-    "full": LossWeights(simple=1.0, vlb=1.0, l2=1.0, sync=0.03, lpips=0.2, gan=0.01),
+    "sync": LossWeights(simple=1.0, vlb=1.0, l2=1.0, sync=0.1),
+    "perceptual": LossWeights(simple=1.0, vlb=1.0, l2=1.0, sync=0.1, lpips=0.25),
+    "full": LossWeights(simple=1.0, vlb=1.0, l2=1.0, sync=0.1, lpips=0.25, gan=0.5),
 }
 
 
