@@ -30,7 +30,8 @@ class WeightsSource:
 
     what: the name users read ("LPIPS VGG16 backbone"); flag / env_var: how a user passes a path;
     url: a direct download (saved as ``cache_dir/cache_name``); hub_repo / hub_filename: the same file on the
-    Hugging Face Hub; local_candidates: files to use when they exist (e.g. an installed package's copy).
+    Hugging Face Hub; local_candidates: files to use when they exist (e.g. an installed package's copy);
+    elsewhere: another place to get it, in words (named in the error only).
     """
 
     what: str
@@ -41,13 +42,17 @@ class WeightsSource:
     hub_repo: Optional[str] = None
     hub_filename: Optional[str] = None
     local_candidates: Tuple[Path, ...] = field(default_factory=tuple)
+    elsewhere: Optional[str] = None
 
     def where_to_get(self) -> str:
+        """The places to download the file from, in words."""
         places = []
         if self.url:
             places.append(self.url)
         if self.hub_repo and self.hub_filename:
-            places.append(f"'{self.hub_filename}' in the Hugging Face Hub repo '{self.hub_repo}'")
+            places.append(f"the Hugging Face Hub repo '{self.hub_repo}' (file '{self.hub_filename}')")
+        if self.elsewhere:
+            places.append(self.elsewhere)
         return " or ".join(places) if places else "the original release"
 
 
@@ -96,7 +101,7 @@ def find_weights(source: WeightsSource, path: Optional[os.PathLike | str] = None
         timeout: seconds allowed for each reachability check.
     Raises WeightsUnavailableError naming ``source.flag``, the environment variable and where to get the file.
     """
-    remedy = (f"download {source.where_to_get()} on a machine with internet access and pass "
+    remedy = (f"download it from {source.where_to_get()} on a machine with internet access and pass "
               f"{source.flag} PATH (or set {source.env_var}=PATH)")
     origin = source.flag
     if path is None and os.environ.get(source.env_var):
