@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -64,14 +65,25 @@ def weights_cache_dir() -> Path:
 
 
 def host_reachable(url: str, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
-    """One TCP connection to the URL's host within ``timeout`` seconds (no HTTP request)."""
+    """One TCP connection to the URL's host within ``timeout`` seconds, name lookup included (no HTTP request).
+
+    The lookup and connection run in a daemon thread, so a resolver that hangs cannot hold the caller longer.
+    """
     parsed = urlparse(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    answer: List[bool] = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((parsed.hostname, port), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return bool(answer and answer[0])
 
 
 def download_url(url: str, dest: Path, timeout: float = 30.0) -> Path:
