@@ -398,6 +398,8 @@ def test_gan_losses_are_non_saturating_logistic():
     other[:, 2] = -other[:, 2]
     with torch.no_grad():
         assert not torch.allclose(disc(other), d_real)
+    with pytest.raises(ValueError, match="built for 32x32 frames, got 64x64"):
+        SequentialDiscriminator(base_channels=8, image_size=32)(torch.zeros(1, 5, 3, 64, 64))
 
 
 # ----------------------------------------------------------------------------------------------------
