@@ -139,8 +139,9 @@ def loss_sync(expert, lower_halves: torch.Tensor, sync_mel: torch.Tensor, rgb: b
     from .sync_expert import sync_expert_input
 
     audio_emb, face_emb = expert(sync_mel, sync_expert_input(lower_halves, rgb=rgb))
-    cos = F.cosine_similarity(audio_emb, face_emb, dim=1)  # (N,) in [0, 1]: ReLU'd, unit-norm embeddings
-    return F.binary_cross_entropy(cos.clamp(0.0, 1.0), torch.ones_like(cos))
+    cos = F.cosine_similarity(audio_emb.float(), face_emb.float(), dim=1)  # (N,) in [0, 1]: ReLU'd, unit-norm embeddings
+    # BCE against 1 written out (F.binary_cross_entropy refuses to run under autocast); its log is clamped at -100
+    return -torch.log(cos.clamp(0.0, 1.0)).clamp(min=-100.0).mean()
 
 
 def gan_discriminator_loss(disc, real_seq: torch.Tensor, fake_seq: torch.Tensor) -> torch.Tensor:
