@@ -220,6 +220,7 @@ class Diff2LipDataset(torch.utils.data.Dataset):
                 "for a validation split) / check the videos")
         self._index = np.asarray(index, dtype=np.int64)  # (W, 2): clip, start
         self._clips: Dict[int, ClipArrays] = {}
+        self._starts: Dict[int, np.ndarray] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -268,6 +269,12 @@ class Diff2LipDataset(torch.utils.data.Dataset):
         tensor = torch.from_numpy(np.array(faces, dtype=np.uint8)).permute(0, 3, 1, 2).float()  # a copy: maps are read-only
         return tensor / 255.0 * 2 - 1
 
+    def _mel_starts(self, clip: int, arrays: ClipArrays) -> np.ndarray:
+        """(N,) first mel column of every frame's inference window (lipsync.audio.window_starts), cached."""
+        if clip not in self._starts:
+            self._starts[clip] = audio_io.window_starts(arrays.num_frames, arrays.fps, mel_columns=arrays.mel.shape[1])
+        return self._starts[clip]
+
     def __getitem__(self, i: int) -> dict:
         if not -len(self) <= i < len(self):
             raise IndexError(f"sample {i} of {len(self)}")
@@ -279,7 +286,7 @@ class Diff2LipDataset(torch.utils.data.Dataset):
         faces = self._to_tensor(arrays.faces[start:start + k])  # (k, 3, S, S)
         reference = self._to_tensor(arrays.faces[ref:ref + 1])[0]  # (3, S, S)
         columns = arrays.mel.shape[1]
-        starts = audio_io.window_starts(start + k, arrays.fps, mel_columns=columns)[start:]  # (k,)
+        starts = self._mel_starts(clip, arrays)[start:start + k]  # (k,) first mel column of each frame's window
         cols = starts[:, None] + np.arange(SYNC_COLUMNS)[None, :]
         mels = np.ascontiguousarray(np.asarray(arrays.mel)[:, cols].transpose(1, 0, 2), np.float32)  # (k, 80, 16)
         c = sync_column(start, arrays.fps)
