@@ -18,8 +18,10 @@ The mel window of frame i is ``lipsync.audio.mel_windows(mel, fps, N)[i]``, exac
 the clip's own audio drives it. Members are plain ``.npy`` files in an uncompressed tar: the shards stream
 (``tar tf``, WebDataset-style readers group members by key) and ``lipsync.training.data`` memory-maps them.
 
-A shard is written to a temporary name and renamed when complete; the manifest (rewritten atomically after
-every clip) lists only complete shards, so an interrupted run resumes where it stopped.
+A shard is written to a temporary name and renamed when complete; then a line is appended to
+``progress.jsonl`` (the journal). ``manifest.json`` is rewritten atomically from time to time and at the end (the
+journal is then emptied), so it lists only complete shards; a re-run replays the journal and resumes where the
+last run stopped, even after a hard kill.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from fractions import Fraction
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -55,6 +57,8 @@ VERSION = 1
 FACE_SIZE = engine.FACE_SIZE
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv")
 MEMBERS = ("faces", "boxes", "valid", "found", "audio", "mel")  # the .npy members of a shard, in order
+JOURNAL = "progress.jsonl"
+MANIFEST_EVERY_S = 30.0  # how often a run rewrites manifest.json (the journal records every clip at once)
 
 
 class DatasetPrepError(LipSyncError):
@@ -239,6 +243,9 @@ def prepare_clip(task: ClipTask, settings: PrepSettings, shard_dir: str | Path) 
         source.close()
     except (InvalidMediaError, OSError) as exc:  # unreadable video, no audio track, ...
         return {"status": "failed", **head, "reason": str(exc) or type(exc).__name__}
+    except Exception as exc:  # noqa: BLE001 - one odd clip must not end a run over thousands; it is reported
+        logger.exception("unexpected error on %s", task.path)
+        return {"status": "failed", **head, "reason": f"unexpected {type(exc).__name__}: {exc}"}
     mel = audio_io.melspectrogram(wav).astype(np.float32)  # (80, T)
     fps = Fraction(source.fps)
     key = shard_key(task.id)
@@ -350,9 +357,8 @@ def _open_output(output: Path, settings: PrepSettings) -> dict:
                               "--output folder") from exc
     for stale in (output / "shards").glob(".*.tmp-*"):  # shards of an interrupted run
         stale.unlink(missing_ok=True)
-    if not (output / "manifest.json").exists():
-        return _empty_manifest(settings)
-    manifest = read_manifest(output)
+    manifest = read_manifest(output) if (output / "manifest.json").exists() else _empty_manifest(settings)
+    _replay_journal(output, manifest)
     if manifest.get("detector") != settings.detector or list(manifest.get("pads", [])) != list(settings.pads):
         raise DatasetPrepError(
             f"{output} was prepared with --detector {manifest.get('detector')} and pads {manifest.get('pads')}; "
@@ -361,6 +367,33 @@ def _open_output(output: Path, settings: PrepSettings) -> dict:
     # keep only clips whose shard really exists
     manifest["clips"] = [c for c in manifest["clips"] if (output / c["shard"]).is_file()]
     return manifest
+
+
+def _replay_journal(output: Path, manifest: dict) -> None:
+    """Merge the journal of a run that ended before writing manifest.json (a torn last line is ignored)."""
+    path = output / JOURNAL
+    if not path.is_file():
+        return
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            result = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        _merge(manifest, result)
+
+
+def _merge(manifest: dict, result: dict) -> None:
+    """Put one prepare_clip result into the manifest (replacing an older entry of the same clip)."""
+    status = result.get("status")
+    clip_id = result["record"]["id"] if status == "done" else result.get("id")
+    for name in ("clips", "skipped", "failed"):
+        manifest[name] = [c for c in manifest[name] if c["id"] != clip_id]
+    if status == "done":
+        manifest["clips"].append(result["record"])
+    elif status == "skipped":
+        manifest["skipped"].append({k: result[k] for k in ("id", "source", "reason", "frames")})
+    elif status == "failed":
+        manifest["failed"].append({k: result[k] for k in ("id", "source", "reason")})
 
 
 def assign_split(manifest: dict, val_fraction: float = 0.0, val_clips: Iterable[str] = ()) -> None:
@@ -454,7 +487,6 @@ def prepare_dataset(videos, output, settings: Optional[PrepSettings] = None, roo
     done = {c["id"] for c in manifest["clips"]} | {s["id"] for s in manifest["skipped"]}
     todo = [t for t in tasks if t.id not in done]
     report = PrepReport(output=output, resumed=len(tasks) - len(todo), manifest=manifest)
-    manifest["failed"] = [f for f in manifest["failed"] if f["id"] not in {t.id for t in todo}]
 
     bar = None
     if progress:
@@ -462,25 +494,32 @@ def prepare_dataset(videos, output, settings: Optional[PrepSettings] = None, roo
 
         bar = tqdm(total=len(todo), desc="prepare", unit="clip", file=sys.stderr)
 
-    def collect(result: dict) -> None:
-        status = result["status"]
-        if status == "done":
-            manifest["clips"] = [c for c in manifest["clips"] if c["id"] != result["record"]["id"]]
-            manifest["clips"].append(result["record"])
-            report.prepared += 1
-        elif status == "skipped":
-            entry = {k: result[k] for k in ("id", "source", "reason", "frames")}
-            manifest["skipped"].append(entry)
-            report.skipped.append(entry)
-            logger.warning("skipped %s: %s", result["id"], result["reason"])
-        else:
-            entry = {k: result[k] for k in ("id", "source", "reason")}
-            manifest["failed"].append(entry)
-            report.failed.append(entry)
-            logger.warning("failed %s: %s", result["id"], result["reason"])
+    journal = open(output / JOURNAL, "a", encoding="utf-8")
+    last_write = time.monotonic()
+
+    def save() -> None:
         manifest["clips"].sort(key=lambda c: c["id"])
         assign_split(manifest, val_fraction, val_clips)
         write_manifest(output, manifest)
+
+    def collect(result: dict) -> None:
+        nonlocal last_write
+        journal.write(json.dumps(result) + "\n")  # first the journal: the shard is complete and in place
+        journal.flush()
+        os.fsync(journal.fileno())
+        _merge(manifest, result)
+        status = result["status"]
+        if status == "done":
+            report.prepared += 1
+        elif status == "skipped":
+            report.skipped.append(manifest["skipped"][-1])
+            logger.warning("skipped %s: %s", result["id"], result["reason"])
+        else:
+            report.failed.append(manifest["failed"][-1])
+            logger.warning("failed %s: %s", result["id"], result["reason"])
+        if time.monotonic() - last_write > MANIFEST_EVERY_S:
+            save()
+            last_write = time.monotonic()
         if bar is not None:
             bar.update(1)
             bar.set_postfix(done=report.prepared, skipped=len(report.skipped), failed=len(report.failed))
@@ -498,15 +537,23 @@ def prepare_dataset(videos, output, settings: Optional[PrepSettings] = None, roo
             context = multiprocessing.get_context("spawn")  # no forked threads or half-initialised libraries
             with ProcessPoolExecutor(max_workers=int(workers), mp_context=context,
                                      initializer=_init_worker) as pool:
-                futures = [pool.submit(prepare_clip, task, settings, shard_dir) for task in todo]
-                for future in as_completed(futures):
-                    collect(future.result())
+                pending, queue = set(), iter(todo)
+                while True:
+                    for task in queue:  # a few clips in flight per worker, not the whole list at once
+                        pending.add(pool.submit(prepare_clip, task, settings, shard_dir))
+                        if len(pending) >= 2 * int(workers):
+                            break
+                    if not pending:
+                        break
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        collect(future.result())
     finally:
         if bar is not None:
             bar.close()
-    manifest["clips"].sort(key=lambda c: c["id"])
-    assign_split(manifest, val_fraction, val_clips)
-    write_manifest(output, manifest)
+        save()  # also after an interrupt: what is done stays done
+        journal.close()
+    (output / JOURNAL).unlink(missing_ok=True)  # everything is in manifest.json now
     report.seconds = time.perf_counter() - started
     return report
 

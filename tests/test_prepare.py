@@ -183,15 +183,18 @@ def test_resume_skips_finished_clips_and_an_interrupted_clip_leaves_no_shard(vid
         return real_save(file, arr, *args, **kwargs)
 
     monkeypatch.setattr(np, "save", crash_on_mel)
+    monkeypatch.setattr(prepare, "write_manifest", lambda root, manifest: None)  # a hard kill: no clean-up at all
     with pytest.raises(KeyboardInterrupt):
         prepare.prepare_dataset(videos, out, settings, progress=False, limit=2)  # gray (skipped), then clip
-    monkeypatch.setattr(np, "save", real_save)
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["clips"] == [] and [s["id"] for s in manifest["skipped"]] == ["gray"]
-    assert list((out / "shards").iterdir()) == []  # no half-written shard
+    monkeypatch.undo()
+    assert not (out / "manifest.json").exists() and list((out / "shards").iterdir()) == []  # no half shard
+    journal = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    assert [(r["status"], r["id"]) for r in journal] == [("skipped", "gray")]
 
     first = prepare.prepare_dataset(videos, out, settings, progress=False, limit=2)
-    assert (first.prepared, first.resumed) == (1, 1)
+    assert (first.prepared, first.resumed) == (1, 1)  # the journal said gray was done
+    assert not (out / "progress.jsonl").exists()  # all in manifest.json now
+    assert [s["id"] for s in json.loads((out / "manifest.json").read_text())["skipped"]] == ["gray"]
     shard = out / records(out)["speaker/clip"]["shard"]
     stamp = shard.stat().st_mtime_ns
     second = prepare.prepare_dataset(videos, out, settings, progress=False, limit=2)
