@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-warmup-steps", type=int, default=0, help="linear LR warm-up steps")
     g.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping (0: off)")
     g.add_argument("--max-steps", type=int, default=10000, help="optimiser steps of the whole run")
+    g.add_argument("--max-minutes", type=float, default=None,
+                   help="wall-time budget: after the step that passes it, validate, checkpoint, save final/ and stop")
     g.add_argument("--ema-decay", type=float, default=0.9999, help="EMA decay (with warm-up)")
     g.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None,
                    help="default: what `accelerate config` / accelerate launch set, else no")
@@ -103,7 +105,7 @@ def config_from_args(args: argparse.Namespace):
         loss_weights={t: getattr(args, f"lambda_{t}") for t in ("simple", "vlb", "l2", "lpips", "sync", "gan")},
         lpips_vgg=args.lpips_vgg, lpips_heads=args.lpips_heads, sync_expert=args.sync_expert,
         batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay,
-        lr_warmup_steps=args.lr_warmup_steps, max_grad_norm=args.max_grad_norm, max_steps=args.max_steps,
+        lr_warmup_steps=args.lr_warmup_steps, max_grad_norm=args.max_grad_norm, max_steps=args.max_steps, max_minutes=args.max_minutes,
         ema_decay=args.ema_decay, mixed_precision=mixed, seed=args.seed, cpu=args.cpu, num_workers=args.num_workers,
         image_size=args.image_size, model_channels=args.model_channels, channel_mult=args.channel_mult,
         num_res_blocks=args.num_res_blocks, attention_resolutions=args.attention_resolutions,

@@ -91,7 +91,8 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
 
 class IndexedDataset(torch.utils.data.Dataset):
-    """Wraps a dataset so that item ``(g, i)`` is ``dataset[i]`` plus ``"index": g``."""
+    """Wraps a dataset so that item ``(g, i)`` is ``dataset[i]`` plus ``"index": g`` (the dataset's
+    ``set_epoch``, when it has one, is called with g's epoch first)."""
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -101,6 +102,8 @@ class IndexedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         g, i = key
+        if hasattr(self.dataset, "set_epoch"):  # e.g. the reference frame drawn per epoch: a function of g
+            self.dataset.set_epoch(int(g) // len(self.dataset))
         sample = dict(self.dataset[i])
         sample["index"] = int(g)
         return sample

@@ -69,6 +69,7 @@ class TrainConfig:
     lr_warmup_steps: int = 0
     max_grad_norm: float = 1.0
     max_steps: int = 10000
+    max_minutes: Optional[float] = None  # wall-time budget: stop (validate, checkpoint, save) after this
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     validate_every: int = 1000
@@ -429,12 +430,19 @@ class Trainer:
                     if not all(math.isfinite(v) for v in values.values()):
                         raise TrainingError(f"the loss became {values} at step {done}; lower --lr or use "
                                             "--mixed-precision no")
-                if cfg.validate_every > 0 and self.val_dataset is not None and \
-                        (done % cfg.validate_every == 0 or done == cfg.max_steps):
+                out_of_time = False
+                if cfg.max_minutes is not None:  # the same decision on every process
+                    late = torch.tensor([float(time.perf_counter() - started > 60.0 * cfg.max_minutes)], device=device)
+                    out_of_time = bool(accelerator.reduce(late, reduction="sum").item() > 0)
+                last = done == cfg.max_steps or out_of_time
+                if cfg.validate_every > 0 and self.val_dataset is not None and (done % cfg.validate_every == 0 or last):
                     self._validate(done, ema, ema_unet, val_log, tb, progress)
-                if (cfg.checkpoint_every > 0 and done % cfg.checkpoint_every == 0) or done == cfg.max_steps:
+                if (cfg.checkpoint_every > 0 and done % cfg.checkpoint_every == 0) or last:
                     self._save(done, layout, unet_config, accelerator, model, ema, ema_unet, optimizer, lr_schedule,
                                disc_model, disc_optimizer)
+                if out_of_time:
+                    progress.write(f"stopping after step {done}: the --max-minutes {cfg.max_minutes:g} budget is spent")
+                    break
         except Exception as exc:
             progress.close()
             if _is_oom(exc) and not isinstance(exc, LipSyncError):
