@@ -22,7 +22,7 @@ import torch
 from .. import audio as audio_io
 from ..errors import LipSyncError
 
-__all__ = ["DatasetError", "Diff2LipDataset", "ClipArrays", "open_clip", "load_validation_clips", "window_starts"]
+__all__ = ["DatasetError", "Diff2LipDataset", "ClipArrays", "open_clip", "load_validation_clips", "sample_starts"]
 
 SYNC_COLUMNS = audio_io.DEFAULT_AUDIO.mel_step_size  # 16 mel columns = 0.2 s (Wav2Lip SyncNet input)
 SYNC_SAMPLES = SYNC_COLUMNS * audio_io.DEFAULT_AUDIO.hop_size  # 3200 samples at 16 kHz
@@ -120,26 +120,24 @@ def read_dataset_manifest(root: str | Path) -> dict:
 # Windows
 
 
-def usable_frames(record: dict, num_frames: int = 5) -> np.ndarray:
+def usable_frames(record: dict) -> np.ndarray:
     """(N,) bool: frames that may belong to a training window.
 
     A frame is usable when the engine would lip-sync it (a face, found or interpolated) and its inference mel
     window lies fully inside the audio (no clamping at the end: ``audio.num_windows``).
     """
     n = int(record["frames"])
-    valid = np.zeros(n, bool)
-    for a, b in record["valid_runs"]:
-        valid[a:b] = True
+    valid = _valid_mask(record)
     fps = Fraction(record["fps"])
     valid[min(n, audio_io.num_windows(int(record["mel_columns"]), fps)):] = False
     return valid
 
 
-def window_starts(record: dict, num_frames: int = 5) -> np.ndarray:
+def sample_starts(record: dict, num_frames: int = 5) -> np.ndarray:
     """First frames of every window of ``num_frames`` consecutive usable frames whose SyncNet segment
     (16 mel columns from the first frame's time) fits in the audio, and whose clip has a usable reference
     frame outside the window. (W,) int64."""
-    usable = usable_frames(record, num_frames)
+    usable = usable_frames(record)
     n = len(usable)
     if n < num_frames:
         return np.zeros(0, np.int64)
@@ -209,7 +207,7 @@ class Diff2LipDataset(torch.utils.data.Dataset):
         for c, record in enumerate(self.records):
             if record.get("split", "train") != split:
                 continue
-            starts = window_starts(record, self.num_frames)
+            starts = sample_starts(record, self.num_frames)
             if len(starts):
                 index.extend((c, int(s)) for s in starts)
                 self._valid_frames[c] = np.flatnonzero(_valid_mask(record))
