@@ -196,7 +196,7 @@ def main(argv=None) -> int:
     p.add_argument("--detector", default="opencv", help="face detector of the data preparation")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--sync-expert", default=None, help="Wav2Lip lipsync_expert.pth: adds the SyncNet term")
     p.add_argument("--eval-frames", type=int, default=30, help="held-out frames scored")
     p.add_argument("--docs", type=Path, default=REPO / "docs")
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
                "--output", run_dir, "--preset", "sync" if args.sync_expert else "simple", "--lambda-l2", "1",
                *MODEL_FLAGS, "--batch-size", args.batch_size, "--lr", args.lr, "--lr-warmup-steps", 100,
                "--ema-decay", 0.999, "--mixed-precision", "bf16", "--threads", 1, "--max-steps", 1_000_000,
-               "--max-minutes", args.minutes, "--checkpoint-every", 250, "--validate-every", 250,
+               "--max-minutes", args.minutes, "--checkpoint-every", 100, "--validate-every", 100,
                "--val-samples", 16, "--val-grid", 6, "--log-every", 25, "--seed", 0]
         if args.sync_expert:
             cmd += ["--sync-expert", args.sync_expert]
