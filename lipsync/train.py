@@ -123,6 +123,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()  # loading an --init pipeline: no bar before the run's own
     from .training.trainer import Trainer
 
     if args.threads:
