@@ -13,7 +13,7 @@ import os
 import tarfile
 from fractions import Fraction
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
@@ -86,6 +86,7 @@ class ClipArrays:
 
     @property
     def num_frames(self) -> int:
+        """N, the clip's frame count."""
         return len(self.faces)
 
 
@@ -222,6 +223,7 @@ class Diff2LipDataset(torch.utils.data.Dataset):
         self._pid = os.getpid()
 
     def __len__(self) -> int:
+        """Number of windows of ``num_frames`` consecutive usable frames in the split."""
         return len(self._index)
 
     def set_epoch(self, epoch: int) -> None:
@@ -274,6 +276,7 @@ class Diff2LipDataset(torch.utils.data.Dataset):
         return self._starts[clip]
 
     def __getitem__(self, i: int) -> dict:
+        """Sample ``i`` (see the class docstring for its keys, shapes and ranges)."""
         if not -len(self) <= i < len(self):
             raise IndexError(f"sample {i} of {len(self)}")
         i = int(i) % len(self)
