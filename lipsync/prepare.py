@@ -452,7 +452,7 @@ class PrepReport:
         return (f"{self.output}: {len(clips)} clips ({self.prepared} new, {self.resumed} already done), "
                 f"{frames} frames ({hours * 60:.1f} min), {valid} with a face; "
                 f"{split.get('train', 0)} train / {split.get('val', 0)} val clips; "
-                f"{len(self.manifest.get('skipped', []))} skipped (no face), {len(self.failed)} failed; "
+                f"{len(self.manifest.get('skipped', []))} skipped (no face), {len(self.manifest.get('failed', []))} failed; "
                 f"{self.seconds:.1f} s")
 
 
