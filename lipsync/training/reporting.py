@@ -58,15 +58,18 @@ class TensorBoardLog:
         self.writer = SummaryWriter(str(log_dir))
 
     def scalars(self, step: int, values: Dict[str, float], prefix: str = "train") -> None:
+        """Log ``values`` (name -> number) as ``prefix/name`` at ``step``."""
         if self.writer is not None:
             for name, value in values.items():
                 self.writer.add_scalar(f"{prefix}/{name}", value, step)
 
     def image(self, step: int, name: str, image_hwc: np.ndarray) -> None:
+        """Log a uint8 (H, W, 3) image at ``step``."""
         if self.writer is not None:
             self.writer.add_image(name, image_hwc, step, dataformats="HWC")
 
     def close(self) -> None:
+        """Flush and close the event file."""
         if self.writer is not None:
             self.writer.close()
 
@@ -116,6 +119,7 @@ class Progress:
             print(message, file=self.stream, flush=True)
 
     def close(self) -> None:
+        """Close the bar (a no-op for plain lines)."""
         if self.bar is not None:
             self.bar.close()
 

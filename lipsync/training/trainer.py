@@ -550,7 +550,8 @@ class Trainer:
             values = {k: v / len(samples) for k, v in sums.items()}
 
             # sampled lower halves of the middle frames, as inference makes them
-            shown = samples[:cfg.val_grid]
+            rows = np.linspace(0, len(samples) - 1, min(cfg.val_grid, len(samples))).round().astype(int)
+            shown = [samples[r] for r in sorted(set(rows.tolist()))]  # spread over the held-out clips
             mid = NUM_FRAMES // 2
             faces = torch.stack([smp["faces"][mid] for smp in shown])  # (G, 3, S, S) in [-1, 1]
             refs = torch.stack([smp["reference"] for smp in shown])
