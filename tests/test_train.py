@@ -219,6 +219,39 @@ def test_two_processes_end_with_the_weights_of_one(dataset, tiny_run, tmp_path):
     assert np.allclose(ours, theirs, rtol=1e-4)  # the logged loss is the mean over both processes
 
 
+def test_full_preset_trains_every_term_and_checkpoints_the_discriminator(dataset, tmp_path):
+    """All five losses with random-weight LPIPS / lip-sync expert files of the released layouts."""
+    from lipsync.training.lpips import LPIPS
+    from lipsync.training.sync_expert import SyncNetColor
+
+    torch.manual_seed(0)
+    lpips = LPIPS()
+    vgg = {k[len("net."):]: v for k, v in lpips.state_dict().items() if k.startswith("net.")}
+    torch.save(vgg, tmp_path / "vgg16.pth")
+    torch.save(lpips.heads_state_dict(), tmp_path / "heads.pth")
+    torch.save({"state_dict": SyncNetColor().state_dict()}, tmp_path / "lipsync_expert.pth")
+    run = tmp_path / "run"
+    assert train("--data", dataset, "--output", run, *TINY, "--preset", "full", "--batch-size", 1, "--max-steps", 2,
+                 "--checkpoint-every", 1, "--validate-every", 0, "--lpips-vgg", tmp_path / "vgg16.pth",
+                 "--lpips-heads", tmp_path / "heads.pth", "--sync-expert", tmp_path / "lipsync_expert.pth",
+                 "--quiet") == 0
+    rows = loss_rows(run)
+    assert len(rows) == 2
+    for term in ("simple", "vlb", "l2", "lpips", "sync", "gan", "gan_d"):
+        assert all(np.isfinite(float(r[term])) for r in rows), term
+    weights_used = json.loads((run / "run_config.json").read_text())["loss_weights"]
+    assert weights_used == {"simple": 1.0, "vlb": 1.0, "l2": 1.0, "lpips": 0.25, "sync": 0.1, "gan": 0.5}
+    total = sum(weights_used[k] * float(rows[0][k]) for k in weights_used)
+    assert abs(total - float(rows[0]["loss"])) < 1e-4 * max(1.0, total)
+    step = run / "checkpoints" / "step_000002"
+    assert (step / "discriminator.safetensors").is_file() and (step / "disc_optimizer.pt").is_file()
+    # the discriminator moved: step 1 and step 2 hold different weights
+    from lipsync.training.checkpointing import load_safetensors
+
+    first, second = (load_safetensors(run / "checkpoints" / f"step_00000{i}" / "discriminator.safetensors") for i in (1, 2))
+    assert max_difference(first, second) > 0
+
+
 # ----------------------------------------------------------------------------------------------------
 # The output is what inference takes
 # ----------------------------------------------------------------------------------------------------
