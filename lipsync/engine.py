@@ -270,6 +270,57 @@ class FrameSource:
         self._buffer = self._buffer[:0]
 
 
+def detect_frames(source: FrameSource, detector, count: int, chunk_frames: int = 32, timer=None,
+                  notify: Optional[Progress] = None) -> List[np.ndarray]:
+    """Per-frame detections of frames [0, count) of ``source``, decoded chunk by chunk (only detections are kept).
+
+    Args:
+        source: the clip.
+        detector: any ``lipsync.faces.FaceDetector``.
+        count: frames to detect; fewer come back when the clip decodes to fewer frames.
+        chunk_frames: frames decoded per chunk.
+        timer: optional ``_Timer`` that gets the "decode" and "detect" seconds.
+        notify: optional ``progress(stage, fraction, message)``.
+    Returns:
+        one (k, 5) float array (x1, y1, x2, y2, score) per decoded frame.
+    """
+    timer = timer or _Timer()
+    notify = notify or (lambda stage, fraction, message: None)
+    detections: List[np.ndarray] = []
+    chunks = source.chunks(chunk_frames, count=count)
+    try:
+        while len(detections) < count:
+            with timer("decode"):
+                chunk = next(chunks, None)
+            if chunk is None:
+                break
+            with timer("detect"):
+                detections.extend(detector.detect(chunk[: count - len(detections)]))
+            notify("detect", min(1.0, len(detections) / count), f"faces: frame {len(detections)}/{count}")
+    finally:
+        chunks.close()
+    return detections
+
+
+def track_faces(detections: List[np.ndarray], source: FrameSource, pads=(0, 0, 0, 0)
+                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The boxes the engine crops with: ``lipsync.faces.boxes_from_detections`` with the job's pads.
+
+    Args:
+        detections: per-frame detections from :func:`detect_frames`.
+        source: the clip (its frame size clips padded boxes; its name is used in errors).
+        pads: (top, bottom, left, right) pixels.
+    Returns:
+        boxes (N, 4) int64 x1, y1, x2, y2, valid (N,) bool (frames to lip-sync), found (N,) bool (detected),
+        refused (N,) bool (a face whose mouth is out of the picture: never lip-synced).
+    Raises:
+        NoFaceError: no frame has a face.
+    """
+    frame_shape = (source.height, source.width, 3)
+    config = face_ops.FaceConfig(pads=tuple(int(p) for p in pads))
+    return face_ops.boxes_from_detections(detections, frame_shape, config, source=source.path.name)
+
+
 # ----------------------------------------------------------------------------------------------------
 # The engine
 # ----------------------------------------------------------------------------------------------------
@@ -493,10 +544,7 @@ class LipSyncEngine:
         if len(detections) < used:  # fewer frames decoded than probed: map the timeline onto what exists
             src = np.minimum(src, len(detections) - 1)
             used = len(detections)
-        frame_shape = (source.height, source.width, 3)
-        config = face_ops.FaceConfig(pads=tuple(int(p) for p in options.pads))
-        boxes, valid, found, refused = face_ops.boxes_from_detections(detections, frame_shape, config,
-                                                                      source=video.name)
+        boxes, valid, found, refused = track_faces(detections, source, options.pads)
 
         # 3. The reference face: one chosen frame for all, or None (each frame is its own)
         reference = None
@@ -542,20 +590,7 @@ class LipSyncEngine:
             self._detections.move_to_end(key)
             notify("detect", 1.0, "faces: reused from the previous run")
             return cached[:used]
-        detector = self.detector(options.detector)
-        detections: List[np.ndarray] = []
-        chunks = source.chunks(options.chunk_frames, count=used)
-        try:
-            while len(detections) < used:
-                with timer("decode"):
-                    chunk = next(chunks, None)
-                if chunk is None:
-                    break
-                with timer("detect"):
-                    detections.extend(detector.detect(chunk[: used - len(detections)]))
-                notify("detect", min(1.0, len(detections) / used), f"faces: frame {len(detections)}/{used}")
-        finally:
-            chunks.close()
+        detections = detect_frames(source, self.detector(options.detector), used, options.chunk_frames, timer, notify)
         self._detections[key] = (detections, len(detections) < used)  # fewer: the clip has no more frames
         while len(self._detections) > 4:
             self._detections.popitem(last=False)

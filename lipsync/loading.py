@@ -1,7 +1,8 @@
 """``load_pipeline``: turn whatever the user points at into a ready ``Diff2LipPipeline``.
 
 Sources, in the order they are tried:
-    * a folder saved with ``save_pretrained`` (a pipeline with ``model_index.json``, or a UNet folder);
+    * a folder saved with ``save_pretrained`` (a pipeline with ``model_index.json``, or a UNet folder), or a
+      training checkpoint ``RUN/checkpoints/step_N`` of ``python -m lipsync.train`` (its EMA weights);
     * an original checkpoint file (``.pt``/``.pth``/``.ckpt``/``.bin``/``.safetensors``), converted in memory;
     * a Hub repo in diffusers layout (``user/name``);
     * nothing: ``$LIPSYNC_CHECKPOINT`` if set, else the paper checkpoint on the Hub
@@ -138,6 +139,8 @@ def load_pipeline(source: Optional[Union[str, os.PathLike]] = None, device: Opti
         pipe = _pipeline_from_unet(_load_checkpoint_file(_paper_checkpoint(), **config_overrides))
     else:
         path = Path(source).expanduser()
+        if path.is_dir() and (path / "training_state.json").is_file() and (path / "ema").is_dir():
+            path = path / "ema"  # a training checkpoint (python -m lipsync.train): its EMA weights
         if path.is_dir():
             if (path / "model_index.json").is_file():
                 with quiet_diffusers():

@@ -15,6 +15,7 @@ from typing import Callable, List, Optional, Union
 import numpy as np
 import PIL.Image
 import torch
+import torch.nn.functional as F
 from diffusers import DDIMScheduler, DiffusionPipeline
 from diffusers.schedulers import SchedulerMixin
 from diffusers.utils import BaseOutput
@@ -123,9 +124,20 @@ class Diff2LipPipeline(DiffusionPipeline):
         latents = torch.as_tensor(latents, dtype=torch.float32, device=device)
         if latents.ndim == 3:
             latents = latents[None]
+        if latents.ndim == 4 and tuple(latents.shape[2:]) != tuple(shape[2:]) and latents.shape[2] == latents.shape[3]:
+            # noise drawn at the crop size for a model of another size: nearest keeps it i.i.d. N(0, 1) per pixel
+            latents = F.interpolate(latents, size=tuple(shape[2:]), mode="nearest")
         if latents.shape[0] not in (1, shape[0]) or tuple(latents.shape[1:]) != tuple(shape[1:]):
             raise ValueError(f"latents must be (1, 3, H, W) or (N, 3, H, W) for faces {tuple(shape)}, got {tuple(latents.shape)}")
         return latents
+
+    @staticmethod
+    def _resize_faces(images: torch.Tensor, size: int) -> torch.Tensor:
+        """(N, 3, H, W) in [-1, 1] -> (N, 3, size, size): area averaging down (as the training data's
+        cv2.INTER_AREA), bicubic up, re-quantised to the 8-bit grid the model was trained on."""
+        mode = "area" if size < images.shape[-1] else "bicubic"
+        resized = F.interpolate(images.float(), size=(size, size), mode=mode)
+        return (torch.round((resized.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1).to(images.dtype)
 
     @staticmethod
     def _postprocess(recon: torch.Tensor, output_type: str):
@@ -164,6 +176,8 @@ class Diff2LipPipeline(DiffusionPipeline):
 
         Args:
             faces: float (N, 3, H, W) in [0, 1] or uint8 (N, H, W, 3): the face crops (128x128 for the paper).
+                A model trained at another ``image_size`` gets them resized to its size, and its lower halves
+                resized back to H x W before compositing.
             reference_faces: same format; identity reference per frame. ``None``: each frame is its own
                 reference (the paper's cross setting).
             mels: (N, 80, 16) mel windows, one per face.
@@ -186,9 +200,15 @@ class Diff2LipPipeline(DiffusionPipeline):
         mels = torch.as_tensor(np.asarray(mels) if not isinstance(mels, torch.Tensor) else mels).float()
         self._check_inputs(images, references, mels)
         n, _, height, width = images.shape
+        crops = images  # (N, 3, H, W): the composite keeps their full-resolution upper half
+        size = int(getattr(self.unet.config, "image_size", height))
+        if height != width or size == height:
+            size = None  # the model works at the crop size (the paper's 128 px path, untouched)
+        else:  # a model trained at another size (python -m lipsync.train --image-size): resize in and out
+            images, references = self._resize_faces(images, size), self._resize_faces(references, size)
 
         # 2. Mask of the generated region
-        mask = lower_half_mask(height, width, face_hide_percentage).to(device)  # (1, 1, H, W)
+        mask = lower_half_mask(images.shape[2], images.shape[3], face_hide_percentage).to(device)  # (1, 1, S, S)
 
         # 3. One initial noise shared by all frames (also the masked frame's lower half)
         noise = self._initial_noise(latents, images.shape, generator, device)
@@ -227,9 +247,11 @@ class Diff2LipPipeline(DiffusionPipeline):
                 samples.append(x_t.float().cpu())
 
         # 6. Composite the generated lower half with the untouched upper half
-        sample = torch.cat(samples)  # (N, 3, H, W) in [-1, 1]
-        mask_cpu = mask.cpu()
-        recon = sample * mask_cpu + (1 - mask_cpu) * images
+        sample = torch.cat(samples)  # (N, 3, S, S) in [-1, 1]
+        if size is not None:  # back to the crop size
+            sample = F.interpolate(sample, size=(height, width), mode="bicubic").clamp(-1, 1)
+        mask_cpu = lower_half_mask(height, width, face_hide_percentage) if size is not None else mask.cpu()
+        recon = sample * mask_cpu + (1 - mask_cpu) * crops
 
         # 7. Postprocess
         frames = self._postprocess(recon, output_type)

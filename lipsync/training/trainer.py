@@ -1,0 +1,694 @@
+"""The Diff2Lip training loop on HF Accelerate: DDP over 1..N processes, mixed precision, gradient
+accumulation, AdamW, EMA weights, exact checkpoint/resume, logging and validation.
+
+One training step, consistent with inference (:mod:`lipsync.pipeline_diff2lip`) and with the official
+``tfg_data_util.py`` (which builds the masked condition with its own fresh noise during training)::
+
+    x0   = faces of B samples x 5 frames                  (B*5, 3, S, S) in [-1, 1]
+    t, ε, ε_c drawn per sample from (seed, g, step)        one t per frame
+    x_t  = q_sample(x0, t, ε)
+    cond = x0 * (1 - mask) + mask * ε_c                    upper half the frame, lower half noise
+    out  = unet(x_t, t, cond_image=cond, mask=mask, reference=ref, audio=mels)   (B*5, 6, S, S)
+    L    = λ_simple L_simple(ε̂, ε) + λ_vlb L_vlb + λ_l2 L2(x̂0) + λ_lpips LPIPS(x̂0) + λ_sync L_sync(x̂0) + λ_gan L_gan(x̂0)
+
+x̂0 is clipped to [-1, 1] and its upper half replaced by the known frame before the x̂0 terms (as
+sampling does), so a prediction at t ≈ T (x̂0 up to ~160 ε̂) cannot dominate them. The sequential
+discriminator is trained in alternation on the same step's real and (detached) recovered sequences.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointMismatchError, LipSyncError
+from . import checkpointing as ckpt
+from .ema import EMA
+from .reporting import CSVLog, Progress, TensorBoardLog, image_grid, save_png, to_uint8_hwc
+from .sampling import BatchLayout, GlobalOrder, IndexedDataset, StepBatchSampler, draw_noise
+
+logger = logging.getLogger(__name__)
+
+MODEL_KEYS = ("image_size", "model_channels", "channel_mult", "num_res_blocks", "attention_resolutions",
+              "num_head_channels")
+LOSS_TERMS = ("simple", "vlb", "l2", "lpips", "sync", "gan")
+LOG_COLUMNS = ("step", "samples", "epoch", "lr", "loss", *LOSS_TERMS, "gan_d", "grad_norm", "steps_per_s", "seconds")
+VAL_COLUMNS = ("step", "loss", "simple", "vlb", "l2", "lpips", "sync", "psnr_lower")
+NUM_FRAMES = 5
+
+
+class TrainingError(LipSyncError):
+    """A training run cannot start or continue; the message says why and what to do."""
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a run (the CLI's flags). ``None`` model sizes mean: the --init source's, else the paper's."""
+
+    data: str
+    output: str
+    init: Optional[str] = None
+    preset: str = "simple"
+    loss_weights: Dict[str, Optional[float]] = field(default_factory=dict)  # λ overrides of the preset
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    lr_warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    max_steps: int = 10000
+    max_minutes: Optional[float] = None  # wall-time budget: stop (validate, checkpoint, save) after this
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    validate_every: int = 1000
+    val_data: Optional[str] = None
+    val_samples: int = 16
+    val_grid: int = 4
+    val_sampling_steps: int = 25
+    mixed_precision: str = "no"
+    image_size: Optional[int] = None
+    model_channels: Optional[int] = None
+    channel_mult: Optional[Tuple[int, ...]] = None
+    num_res_blocks: Optional[int] = None
+    attention_resolutions: Optional[Tuple[int, ...]] = None
+    num_head_channels: Optional[int] = None
+    ema_decay: float = 0.9999
+    seed: int = 0
+    resume: Optional[str] = None  # None, "latest", or a checkpoint folder
+    num_workers: int = 0
+    log_every: int = 10
+    cpu: bool = False
+    progress: bool = True
+    lpips_vgg: Optional[str] = None
+    lpips_heads: Optional[str] = None
+    sync_expert: Optional[str] = None
+
+    def model_overrides(self) -> Dict[str, Any]:
+        """The model sizes given explicitly."""
+        return {k: getattr(self, k) for k in MODEL_KEYS if getattr(self, k) is not None}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Model construction and --init
+# ----------------------------------------------------------------------------------------------------
+
+
+def paper_unet_config() -> Dict[str, Any]:
+    """The paper model's sizes (``Diff2LipUNetModel`` defaults), as a plain dict."""
+    from ..unet_diff2lip import Diff2LipUNetModel
+
+    return {k: v for k, v in Diff2LipUNetModel.extract_init_dict({})[0].items()}
+
+
+def public_config(unet) -> Dict[str, Any]:
+    """A model's constructor arguments (its diffusers config without the private ``_`` entries)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(unet.config).items() if not k.startswith("_")}
+
+
+def merge_model_config(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
+    """``base`` with ``overrides``; a new ``image_size`` alone rescales ``attention_resolutions`` so that
+    attention stays at the same depths (the weights keep fitting)."""
+    merged = dict(base)
+    merged.update(overrides)
+    old, new = int(base.get("image_size", 128)), int(merged.get("image_size", 128))
+    if new != old and "attention_resolutions" not in overrides:
+        merged["attention_resolutions"] = [max(1, int(r) * new // old) for r in base.get("attention_resolutions", ())]
+    return merged
+
+
+def init_like_guided_diffusion(unet) -> None:
+    """Zero the last conv of every residual branch, attention projection and the output head, as
+    guided-diffusion initialises (each block starts as the identity; the first ε̂ is 0)."""
+    from ..unet_diff2lip import AttentionBlock, ResBlock
+
+    with torch.no_grad():
+        for module in unet.modules():
+            if isinstance(module, ResBlock):
+                targets = [module.out_layers[-1]]
+            elif isinstance(module, AttentionBlock):
+                targets = [module.proj_out]
+            else:
+                continue
+            for target in targets:
+                for p in target.parameters():
+                    p.zero_()
+        for p in unet.out[-1].parameters():
+            p.zero_()
+
+
+def load_init_source(source: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+    """(model config, state dict) of an ``--init`` source, on the CPU in float32.
+
+    ``source``: ``paper`` (``$LIPSYNC_CHECKPOINT`` or the paper checkpoint on the Hub), an original ``.pt``,
+    a converted ``save_pretrained`` folder, a Hub repo in diffusers layout, or a training checkpoint folder
+    (its EMA weights). Raises ``WeightsUnavailableError`` / ``CheckpointMismatchError`` with the remedy.
+    """
+    from ..loading import load_pipeline
+
+    pipe = load_pipeline(None if source == "paper" else source, device="cpu", dtype=torch.float32)
+    unet = pipe.unet
+    return public_config(unet), {k: v.detach().clone() for k, v in unet.state_dict().items()}
+
+
+def build_unet(config: Dict[str, Any]):
+    """A ``Diff2LipUNetModel`` from a config dict (clear error for sizes that cannot be built)."""
+    from ..unet_diff2lip import Diff2LipUNetModel
+
+    try:
+        return Diff2LipUNetModel(**config)
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as exc:
+        raise TrainingError(f"cannot build a Diff2Lip UNet with {config}: {exc}; check --model-channels "
+                            "(a multiple of 32), --channel-mult, --attention-resolutions and --image-size") from exc
+
+
+# ----------------------------------------------------------------------------------------------------
+# The trainer
+# ----------------------------------------------------------------------------------------------------
+
+
+def _is_oom(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, getattr(torch, "OutOfMemoryError", ())) or "out of memory" in text \
+        or "can't allocate memory" in text or "not enough memory" in text
+
+
+class Trainer:
+    """Runs one training job described by a :class:`TrainConfig`.
+
+    ``train_dataset`` / ``val_dataset`` may be injected (anything returning the
+    :class:`lipsync.training.data.Diff2LipDataset` sample dicts); by default they are read from
+    ``config.data`` (split "train") and ``config.val_data or config.data`` (split "val").
+    """
+
+    def __init__(self, config: TrainConfig, train_dataset=None, val_dataset=None):
+        self.config = config
+        self.train_dataset = train_dataset
+        self.val_dataset = val_dataset
+        self.run_dir = Path(config.output)
+
+    # -- setup ----------------------------------------------------------------------------------------
+    def _accelerator(self):
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        mp = self.config.mixed_precision
+        if mp not in ("no", "bf16", "fp16"):
+            raise TrainingError(f"--mixed-precision must be no, bf16 or fp16, got {mp!r}")
+        if mp == "fp16" and (self.config.cpu or not torch.cuda.is_available()):
+            raise TrainingError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on the CPU")
+        return Accelerator(mixed_precision=mp, cpu=self.config.cpu,
+                           kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
+
+    def _datasets(self, image_size: int):
+        from .data import Diff2LipDataset
+
+        cfg = self.config
+        if self.train_dataset is None:
+            self.train_dataset = Diff2LipDataset(cfg.data, split="train", num_frames=NUM_FRAMES,
+                                                 image_size=image_size, seed=cfg.seed)
+        if self.val_dataset is None and cfg.validate_every > 0:
+            root = cfg.val_data or cfg.data
+            try:
+                self.val_dataset = Diff2LipDataset(root, split="val", num_frames=NUM_FRAMES, image_size=image_size,
+                                                   seed=cfg.seed)
+            except LipSyncError as exc:
+                if cfg.val_data:
+                    raise
+                logger.warning("no validation clips (%s); validation is skipped", str(exc).splitlines()[0])
+                self.val_dataset = None
+        if len(self.train_dataset) == 0:
+            raise TrainingError(f"the dataset {cfg.data} has no training samples (5 consecutive frames with a face "
+                                "in split 'train'); prepare one with python -m lipsync.prepare --videos DIR --output "
+                                f"{cfg.data}")
+        if self.val_dataset is not None and len(self.val_dataset) == 0:
+            self.val_dataset = None
+
+    def _resolve_resume(self) -> Optional[Path]:
+        cfg = self.config
+        if not cfg.resume:
+            return None
+        if cfg.resume == "latest":
+            found = ckpt.list_checkpoints(self.run_dir)
+            if not found:
+                raise TrainingError(f"--resume: {self.run_dir}/checkpoints holds no checkpoint yet; start the run "
+                                    "without --resume")
+            return found[-1]
+        path = Path(cfg.resume)
+        if not ckpt.is_training_checkpoint(path):
+            raise TrainingError(f"--resume {path}: not a training checkpoint (no {ckpt.STATE_FILE}); pass "
+                                "RUN/checkpoints/step_N or --resume alone for the latest one")
+        return path
+
+    def _model_config(self, resume_from: Optional[Path]):
+        """(config, initial weights or None, description) of the model to train."""
+        cfg = self.config
+        if resume_from is not None:
+            state = ckpt.read_state(resume_from)
+            config = state["unet_config"]
+            mismatched = {k: v for k, v in cfg.model_overrides().items() if _norm(config.get(k)) != _norm(v)}
+            if mismatched:
+                raise TrainingError(f"--resume: the checkpoint's model has {', '.join(f'{k}={config.get(k)}' for k in mismatched)}"
+                                    f", not {mismatched}; resume with the run's original model flags")
+            return config, None, f"resumed from {resume_from}"
+        if cfg.init:
+            base, weights = load_init_source(cfg.init)
+            return merge_model_config(base, cfg.model_overrides()), weights, f"initialised from {cfg.init}"
+        return merge_model_config(paper_unet_config(), cfg.model_overrides()), None, "initialised at random"
+
+    # -- the run ----------------------------------------------------------------------------------------
+    def run(self) -> Path:
+        """Train; return the final ``save_pretrained`` folder (``RUN/final``)."""
+        from ..checkpoints import check_state_dict
+        from .diffusion import DiffusionSchedule
+        from .losses import preset_weights
+
+        cfg = self.config
+        _check_config(cfg)
+        weights = preset_weights(cfg.preset).replace(**cfg.loss_weights)
+        self.weights = weights
+        accelerator = self._accelerator()
+        self.accelerator = accelerator
+        resume_from = self._resolve_resume()
+        unet_config, init_weights, origin = self._model_config(resume_from)
+        image_size = int(unet_config["image_size"])
+        self.image_size = image_size
+        self._datasets(image_size)
+
+        # 1. model (same seeded init on every process), EMA copy
+        torch.manual_seed(cfg.seed)
+        unet = build_unet(unet_config)
+        if init_weights is not None:
+            check_state_dict(unet, init_weights, what=f"the model to train ({_describe(unet_config)})",
+                             hint=f"--init {cfg.init} has other sizes: drop the model size flags "
+                                  f"({', '.join('--' + k.replace('_', '-') for k in cfg.model_overrides()) or 'none given'}) "
+                                  "so the model takes the checkpoint's, or train from scratch without --init")
+            unet.load_state_dict(init_weights, strict=True)
+        elif resume_from is None:
+            init_like_guided_diffusion(unet)
+        unet.train()
+        ema_unet = build_unet(unet_config)
+        ema_unet.eval().requires_grad_(False)
+
+        # 2. optional networks of the loss terms
+        self.schedule = DiffusionSchedule()
+        self.lpips_net = self.sync_net = None
+        discriminator = disc_optimizer = None
+        if weights.lpips > 0:
+            from .lpips import load_lpips
+
+            self.lpips_net = load_lpips(cfg.lpips_vgg, cfg.lpips_heads).eval().requires_grad_(False)
+        if weights.sync > 0:
+            from .sync_expert import load_sync_expert
+
+            self.sync_net = load_sync_expert(cfg.sync_expert).eval().requires_grad_(False)
+        if weights.gan > 0:
+            from .discriminator import SequentialDiscriminator
+
+            discriminator = SequentialDiscriminator(image_size=image_size).train()
+
+        # 3. optimisers, LR schedule; restore a checkpoint
+        device = accelerator.device
+        unet.to(device)
+        ema = EMA(unet, decay=cfg.ema_decay)
+        optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warmup = max(0, cfg.lr_warmup_steps)
+        lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+        if discriminator is not None:
+            discriminator.to(device)
+            disc_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        start_step = 0
+        if resume_from is not None:
+            start_step = self._restore(resume_from, unet, ema, optimizer, lr_schedule, discriminator, disc_optimizer)
+        for net in (self.lpips_net, self.sync_net):
+            if net is not None:
+                net.to(device)
+        ema_unet.to(device)
+
+        # 4. Accelerate: DDP wrapping, mixed precision, the fp16 loss scaler
+        if discriminator is not None:
+            model, optimizer, disc_model, disc_optimizer = accelerator.prepare(unet, optimizer, discriminator,
+                                                                               disc_optimizer)
+        else:
+            model, optimizer = accelerator.prepare(unet, optimizer)
+            disc_model = None
+        if resume_from is not None and accelerator.scaler is not None and (resume_from / "scaler.pt").is_file():
+            accelerator.scaler.load_state_dict(ckpt.load_tensor_file(resume_from / "scaler.pt"))
+
+        # 5. data: the global order, this process's share of every step from start_step on
+        layout = BatchLayout(cfg.batch_size, accelerator.num_processes, cfg.grad_accum)
+        order = GlobalOrder(len(self.train_dataset), cfg.seed)
+        loader = torch.utils.data.DataLoader(
+            IndexedDataset(self.train_dataset),
+            batch_sampler=StepBatchSampler(order, layout, accelerator.process_index, start_step, cfg.max_steps),
+            num_workers=cfg.num_workers)
+        mask = _lower_mask(image_size, device)
+
+        # 6. logs
+        main = accelerator.is_main_process
+        n_params = sum(p.numel() for p in unet.parameters())
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "run_config.json").write_text(json.dumps(
+                {"train": _jsonable(dataclasses.asdict(cfg)), "unet_config": unet_config,
+                 "loss_weights": dataclasses.asdict(weights), "global_batch": layout.global_batch,
+                 "num_processes": accelerator.num_processes, "parameters": n_params}, indent=1))
+        resume_step = start_step if resume_from is not None else None
+        log = CSVLog(self.run_dir / "losses.csv", LOG_COLUMNS, resume_step) if main else None
+        val_log = CSVLog(self.run_dir / "validation.csv", VAL_COLUMNS, resume_step) if main else None
+        tb = TensorBoardLog(self.run_dir / "tensorboard") if main else None
+        progress = Progress(cfg.max_steps, start_step, enabled=main and cfg.progress, every=cfg.log_every)
+        progress.write(f"{origin}; {n_params / 1e6:.2f} M parameters at {image_size} px; "
+                       f"{len(self.train_dataset)} training samples; global batch {layout.global_batch} "
+                       f"({accelerator.num_processes} process(es) x {cfg.batch_size} x {cfg.grad_accum} accumulation); "
+                       f"losses {', '.join(f'{k}={v:g}' for k, v in weights.active().items())}")
+        if start_step >= cfg.max_steps:
+            progress.write(f"the checkpoint is already at step {start_step} >= --max-steps {cfg.max_steps}")
+
+        # 7. the loop
+        batches = iter(loader)
+        started = time.perf_counter()
+        step = start_step
+        try:
+            for step in range(start_step, cfg.max_steps):
+                totals: Dict[str, float] = {}
+                for micro in range(cfg.grad_accum):
+                    batch = next(batches)
+                    last = micro == cfg.grad_accum - 1
+                    syncing = contextlib.nullcontext() if last else accelerator.no_sync(model)
+                    with syncing:
+                        terms, fake_seq, real_seq = self.losses(model, batch, step, mask, disc_model)
+                        accelerator.backward(terms["loss"] / cfg.grad_accum)
+                    if disc_model is not None:
+                        disc_sync = contextlib.nullcontext() if last else accelerator.no_sync(disc_model)
+                        with disc_sync:
+                            from .losses import gan_discriminator_loss
+
+                            with accelerator.autocast():
+                                d_loss = gan_discriminator_loss(disc_model, real_seq, fake_seq.detach()).float()
+                            accelerator.backward(d_loss / cfg.grad_accum)
+                        terms["gan_d"] = d_loss.detach()
+                    for k, v in terms.items():
+                        totals[k] = totals.get(k, 0.0) + v.detach().float() / cfg.grad_accum
+                grad_norm = torch.tensor(float("nan"))
+                if cfg.max_grad_norm > 0:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                lr_schedule.step()
+                if disc_model is not None:
+                    disc_optimizer.step()
+                    disc_optimizer.zero_grad(set_to_none=True)
+                ema.update(accelerator.unwrap_model(model))
+                done = step + 1
+
+                # logging: losses averaged over processes
+                names = sorted(totals)
+                reduced = accelerator.reduce(torch.stack([totals[k].to(device) for k in names]), reduction="mean")
+                values = {k: float(v) for k, v in zip(names, reduced.cpu())}
+                if main:
+                    row = {"step": done, "samples": done * layout.global_batch,
+                           "epoch": done * layout.global_batch / len(self.train_dataset),
+                           "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
+                           "steps_per_s": progress.steps_per_second(done),
+                           "seconds": time.perf_counter() - started, **values}
+                    log.write(row)
+                    tb.scalars(done, {**values, "lr": row["lr"]})
+                    progress.update(done, {k: values[k] for k in ("loss", "simple") if k in values})
+                    if not all(math.isfinite(v) for v in values.values()):
+                        raise TrainingError(f"the loss became {values} at step {done}; lower --lr or use "
+                                            "--mixed-precision no")
+                out_of_time = False
+                if cfg.max_minutes is not None:  # the same decision on every process
+                    late = torch.tensor([float(time.perf_counter() - started > 60.0 * cfg.max_minutes)], device=device)
+                    out_of_time = bool(accelerator.reduce(late, reduction="sum").item() > 0)
+                last = done == cfg.max_steps or out_of_time
+                if cfg.validate_every > 0 and self.val_dataset is not None and (done % cfg.validate_every == 0 or last):
+                    self._validate(done, ema, ema_unet, val_log, tb, progress)
+                if (cfg.checkpoint_every > 0 and done % cfg.checkpoint_every == 0) or last:
+                    self._save(done, layout, unet_config, accelerator, model, ema, ema_unet, optimizer, lr_schedule,
+                               disc_model, disc_optimizer)
+                if out_of_time:
+                    progress.write(f"stopping after step {done}: the --max-minutes {cfg.max_minutes:g} budget is spent")
+                    break
+        except Exception as exc:
+            progress.close()
+            if _is_oom(exc) and not isinstance(exc, LipSyncError):
+                raise TrainingError(
+                    f"out of memory at step {step + 1} with --batch-size {cfg.batch_size} at {image_size} px on "
+                    f"{device}; lower --batch-size (and raise --grad-accum to keep the global batch of "
+                    f"{layout.global_batch}), or use --mixed-precision bf16") from exc
+            raise
+        progress.close()
+
+        # 8. the final pipeline folder: EMA weights, safetensors
+        final = self.run_dir / "final"
+        if main:
+            self._save_final(final, ema, ema_unet)
+            progress.write(f"saved the EMA weights to {final} (python -m lipsync --checkpoint {final} ...)")
+        accelerator.wait_for_everyone()
+        if tb is not None:
+            tb.close()
+        accelerator.end_training()
+        return final
+
+    # -- one step's losses ------------------------------------------------------------------------------
+    def losses(self, model, batch: Dict[str, Any], step: int, mask: torch.Tensor, disc_model=None):
+        """The weighted loss of a batch and its terms, plus the real and recovered 5-frame sequences.
+
+        batch: the collated samples (faces (B, 5, 3, S, S), reference (B, 3, S, S), mels (B, 5, 80, 16),
+        sync_mel (B, 1, 80, 16), index (B,) global sample indices). Returns (terms dict of 0-d tensors with
+        ``loss`` the weighted sum, fake_seq (B, 5, 3, S, S) or None, real_seq (B, 5, 3, S, S)).
+        """
+        from .losses import gan_generator_loss, loss_lpips, loss_simple, loss_sync, loss_vlb, loss_x0_l2
+
+        accelerator, weights = self.accelerator, self.weights
+        device = accelerator.device
+        faces = batch["faces"].to(device).float()  # (B, 5, 3, S, S)
+        b, f, c, s, _ = faces.shape
+        x0 = faces.reshape(b * f, c, s, s)
+        reference = batch["reference"].to(device).float()[:, None].expand(-1, f, -1, -1, -1).reshape(b * f, c, s, s)
+        mels = batch["mels"].to(device).float().reshape(b * f, *batch["mels"].shape[2:])
+        t, noise, cond_noise = draw_noise(self.config.seed, batch["index"].tolist(), step, f, s,
+                                          self.schedule.num_timesteps, c)
+        t, noise, cond_noise = t.to(device), noise.to(device), cond_noise.to(device)
+        x_t = self.schedule.q_sample(x0, t, noise)
+        cond = x0 * (1 - mask) + mask * cond_noise
+        with accelerator.autocast():
+            out = model(x_t, t, cond_image=cond, mask=mask.expand(b * f, -1, -1, -1), reference=reference,
+                        audio=mels).sample
+        out = out.float()  # (B*5, 6, S, S)
+        eps = out[:, :c]
+        terms: Dict[str, torch.Tensor] = {"simple": loss_simple(eps, noise, mask)}
+        if weights.vlb > 0:
+            terms["vlb"] = loss_vlb(self.schedule, out, x0, x_t, t, mask)
+        fake_seq = None
+        if weights.l2 > 0 or weights.lpips > 0 or weights.sync > 0 or weights.gan > 0:
+            x0_hat = self.schedule.predict_x0(x_t, t, eps).clamp(-1, 1)
+            x0_hat = x0 * (1 - mask) + mask * x0_hat  # the known upper half, as sampling composites
+            top = int(s * (1 - _mask_fraction()))
+            if weights.l2 > 0:
+                terms["l2"] = loss_x0_l2(x0_hat, x0, mask)
+            with accelerator.autocast():
+                if weights.lpips > 0:
+                    terms["lpips"] = loss_lpips(self.lpips_net, x0_hat[:, :, top:], x0[:, :, top:]).float()
+                if weights.sync > 0:
+                    lower = x0_hat[:, :, top:].reshape(b, f, c, s - top, s)
+                    terms["sync"] = loss_sync(self.sync_net, lower, batch["sync_mel"].to(device).float()).float()
+                fake_seq = x0_hat.reshape(b, f, c, s, s)
+                if weights.gan > 0 and disc_model is not None:
+                    disc = self.accelerator.unwrap_model(disc_model)
+                    disc.requires_grad_(False)  # the generator's term: no gradients into the discriminator
+                    try:
+                        terms["gan"] = gan_generator_loss(disc, fake_seq).float()
+                    finally:
+                        disc.requires_grad_(True)
+        total = sum(getattr(weights, k) * v for k, v in terms.items())
+        terms["loss"] = total
+        return terms, fake_seq, faces
+
+    # -- validation ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _validate(self, step: int, ema: EMA, ema_unet, val_log: Optional[CSVLog], tb, progress: Progress) -> None:
+        """Main process: EMA losses on fixed held-out samples (fixed noise) and a source | generated grid."""
+        accelerator = self.accelerator
+        if accelerator.is_main_process:
+            from torch.utils.data import default_collate
+
+            from ..pipeline_diff2lip import Diff2LipPipeline, default_scheduler
+
+            cfg = self.config
+            ema.copy_to(ema_unet)
+            device = accelerator.device
+            mask = _lower_mask(self.image_size, device)
+            n = len(self.val_dataset)
+            picks = sorted({int(i) for i in np.linspace(0, n - 1, min(cfg.val_samples, n))})
+            sums: Dict[str, float] = {}
+            samples = []
+            for j, i in enumerate(picks):
+                sample = dict(self.val_dataset[i])
+                sample["index"] = j
+                samples.append(sample)
+            for a in range(0, len(samples), max(1, cfg.batch_size)):
+                batch = default_collate(samples[a:a + max(1, cfg.batch_size)])
+                terms, _, _ = self.losses(ema_unet, batch, -1, mask)
+                for k, v in terms.items():
+                    if k != "gan":
+                        sums[k] = sums.get(k, 0.0) + float(v) * len(batch["index"])
+            values = {k: v / len(samples) for k, v in sums.items()}
+
+            # sampled lower halves of the middle frames, as inference makes them
+            rows = np.linspace(0, len(samples) - 1, min(cfg.val_grid, len(samples))).round().astype(int)
+            shown = [samples[r] for r in sorted(set(rows.tolist()))]  # spread over the held-out clips
+            mid = NUM_FRAMES // 2
+            faces = torch.stack([smp["faces"][mid] for smp in shown])  # (G, 3, S, S) in [-1, 1]
+            refs = torch.stack([smp["reference"] for smp in shown])
+            mels = torch.stack([smp["mels"][mid] for smp in shown])
+            pipe = Diff2LipPipeline(unet=ema_unet, scheduler=default_scheduler())
+            pipe.set_progress_bar_config(disable=True)
+            out = pipe(faces=(faces + 1) / 2, reference_faces=(refs + 1) / 2, mels=mels,
+                       num_inference_steps=cfg.val_sampling_steps, generator=torch.Generator().manual_seed(cfg.seed),
+                       batch_size=len(shown), output_type="pt", progress_bar=False)
+            generated = out.frames * 2 - 1  # (G, 3, S, S)
+            source_u8, generated_u8 = to_uint8_hwc(faces), to_uint8_hwc(generated)
+            top = int(self.image_size * (1 - _mask_fraction()))
+            from ..evaluate import psnr
+
+            values["psnr_lower"] = psnr(source_u8[:, top:], generated_u8[:, top:])
+            grid = image_grid([source_u8, generated_u8], ["source", "generated"])
+            save_png(grid, self.run_dir / "validation" / f"step_{step:06d}.png")
+            val_log.write({"step": step, **values})
+            tb.scalars(step, values, prefix="val")
+            tb.image(step, "val/grid", grid)
+            progress.write(f"validation at step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+        accelerator.wait_for_everyone()
+
+    # -- checkpoints --------------------------------------------------------------------------------------
+    def _save(self, step, layout, unet_config, accelerator, model, ema, ema_unet, optimizer, lr_schedule,
+              disc_model, disc_optimizer) -> None:
+        ckpt.save_rng_state(self.run_dir, step, accelerator.process_index)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            ema.copy_to(ema_unet)
+            state = {
+                "step": step, "samples": step * layout.global_batch, "global_batch": layout.global_batch,
+                "num_processes": layout.num_processes, "batch_size": layout.batch_size,
+                "grad_accum": layout.grad_accum, "seed": self.config.seed, "unet_config": unet_config,
+                "ema_num_updates": ema.num_updates, "ema_decay": ema.decay,
+                "lr_schedule": _jsonable(lr_schedule.state_dict()),
+                "loss_weights": dataclasses.asdict(self.weights), "preset": self.config.preset,
+                "train": _jsonable(dataclasses.asdict(self.config)), "torch": torch.__version__,
+            }
+            ckpt.save_checkpoint(
+                self.run_dir, step, unet=accelerator.unwrap_model(model), ema_unet=ema_unet,
+                optimizer=_inner_optimizer(optimizer), state=state,
+                discriminator=accelerator.unwrap_model(disc_model) if disc_model is not None else None,
+                disc_optimizer=_inner_optimizer(disc_optimizer) if disc_optimizer is not None else None,
+                scaler=accelerator.scaler, keep=self.config.keep_checkpoints)
+        accelerator.wait_for_everyone()
+
+    def _restore(self, path: Path, unet, ema: EMA, optimizer, lr_schedule, discriminator, disc_optimizer) -> int:
+        from ..checkpoints import load_checked_state_dict
+
+        state = ckpt.read_state(path)
+        cfg = self.config
+        layout_now = cfg.batch_size * cfg.grad_accum * self.accelerator.num_processes
+        if state["global_batch"] != layout_now or state["seed"] != cfg.seed:
+            raise TrainingError(
+                f"--resume {path}: the run used a global batch of {state['global_batch']} (batch size x processes x "
+                f"accumulation) and --seed {state['seed']}; this one has {layout_now} and --seed {cfg.seed}. Resume "
+                "with the same global batch and seed")
+        load_checked_state_dict(unet, ckpt.load_unet_weights(path / "unet"), what="the resumed model")
+        ema.load_state_dict(ckpt.load_unet_weights(path / "ema"), state["ema_num_updates"])
+        optimizer.load_state_dict(ckpt.load_tensor_file(path / "optimizer.pt"))
+        lr_schedule.load_state_dict(state["lr_schedule"])
+        if discriminator is not None:
+            if not (path / "discriminator.safetensors").is_file():
+                raise TrainingError(f"--resume {path}: the checkpoint has no discriminator (it was trained without "
+                                    "the GAN term); resume with the run's --preset / --lambda-gan")
+            load_checked_state_dict(discriminator, ckpt.load_safetensors(path / "discriminator.safetensors"),
+                                    what="the sequential discriminator")
+            disc_optimizer.load_state_dict(ckpt.load_tensor_file(path / "disc_optimizer.pt"))
+        rng = ckpt.load_rng_state(path, self.accelerator.process_index)
+        if rng is not None:
+            ckpt.restore_rng_state(rng)
+        return int(state["step"])
+
+    def _save_final(self, final: Path, ema: EMA, ema_unet) -> None:
+        from ..pipeline_diff2lip import Diff2LipPipeline, default_scheduler
+
+        ema.copy_to(ema_unet)
+        tmp = final.with_name(final.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        Diff2LipPipeline(unet=ema_unet, scheduler=default_scheduler()).save_pretrained(tmp, safe_serialization=True)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+
+
+# ----------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------
+
+
+def _check_config(cfg: TrainConfig) -> None:
+    for name in ("batch_size", "grad_accum", "max_steps"):
+        if int(getattr(cfg, name)) < 1:
+            raise TrainingError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if not cfg.lr > 0:
+        raise TrainingError(f"--lr must be > 0, got {cfg.lr}")
+    if not 0 <= cfg.ema_decay < 1:
+        raise TrainingError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
+    if cfg.image_size is not None and (cfg.image_size < 32 or cfg.image_size % 16):
+        raise TrainingError(f"--image-size must be a multiple of 16 and at least 32, got {cfg.image_size}")
+
+
+def _mask_fraction() -> float:
+    from ..pipeline_diff2lip import FACE_HIDE_PERCENTAGE
+
+    return FACE_HIDE_PERCENTAGE
+
+
+def _lower_mask(image_size: int, device) -> torch.Tensor:
+    from ..pipeline_diff2lip import lower_half_mask
+
+    return lower_half_mask(image_size, image_size).to(device)  # (1, 1, S, S)
+
+
+def _inner_optimizer(optimizer):
+    return getattr(optimizer, "optimizer", optimizer)  # Accelerate's AcceleratedOptimizer wraps the real one
+
+
+def _norm(value):
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def _describe(config: Dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_norm(config.get(k))}" for k in MODEL_KEYS if k in config)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return repr(obj)
