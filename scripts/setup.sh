@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 dev=0
 [ "${1:-}" = "--dev" ] && dev=1
 
-apt_packages=(ffmpeg espeak-ng)
+apt_packages=(ffmpeg espeak-ng libgl1 libglib2.0-0)  # libGL/glib: OpenCV as mediapipe installs it
 [ $dev = 1 ] && apt_packages+=(chromium)
 missing=()
 for pkg in "${apt_packages[@]}"; do
