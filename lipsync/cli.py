@@ -10,6 +10,7 @@ from typing import Dict, Optional
 from .engine import LENGTH_POLICIES, PAPER_SEED, PASTE_MODES, SCHEDULERS, JobOptions, LipSyncEngine
 from .errors import LipSyncError
 from .faces import DETECTORS
+from .presets import PRESETS
 
 
 def _reference(text: str) -> Optional[int]:
@@ -21,12 +22,14 @@ def _reference(text: str) -> Optional[int]:
         raise argparse.ArgumentTypeError(f"--reference-frame must be a frame number or 'self', got {text!r}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lipsync",
+def build_parser(batch: bool = False) -> argparse.ArgumentParser:
+    """The CLI's parser; ``batch=True``: only the job options (a parent parser for ``lipsync.batch``)."""
+    p = argparse.ArgumentParser(prog="python -m lipsync", add_help=not batch,
                                 description="Lip-sync a face video (or photo) to a speech track with Diff2Lip.")
-    p.add_argument("--video", required=True, help="face video (mp4/mov/mkv/webm) or a still photo (png/jpg)")
-    p.add_argument("--audio", required=True, help="speech (wav/flac/mp3/m4a/ogg) or a video whose audio to use")
-    p.add_argument("--output", required=True, help="the MP4 to write")
+    if not batch:
+        p.add_argument("--video", required=True, help="face video (mp4/mov/mkv/webm) or a still photo (png/jpg)")
+        p.add_argument("--audio", required=True, help="speech (wav/flac/mp3/m4a/ogg) or a video whose audio to use")
+        p.add_argument("--output", required=True, help="the MP4 to write")
     p.add_argument("--steps", type=int, default=25, help="sampling steps (paper: 25)")
     p.add_argument("--reference-frame", type=_reference, default=None, metavar="N|self",
                    help="frame whose face is the identity reference for all frames; 'self' (default): each frame "
@@ -36,8 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="converted folder, original checkpoint.pt or Hub repo; default: $LIPSYNC_CHECKPOINT or the "
                         "paper checkpoint from the Hub")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: the GPU when there is one)")
-    p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="GPU precision (default fp16)")
-    p.add_argument("--batch-size", type=int, default=8, help="frames denoised together")
+    p.add_argument("--dtype", default=None, choices=["auto", "fp32", "fp16", "bf16"],
+                   help="precision (default auto: bf16 on GPUs and on CPUs with AMX/AVX512-BF16, else fp32; "
+                        "fp32 = the paper-exact path; fp16 on GPU only)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="frames denoised together (default 8 on the CPU, 32 on a GPU)")
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="steps preset (overrides --steps/--scheduler): " + "; ".join(
+                       f"{p.name}: {p.description} (~{p.relative_cost:.2f}x the paper's cost)" for p in PRESETS.values()))
+    p.add_argument("--deepcache", type=int, default=None, metavar="N",
+                   help="DeepCache: recompute the deep UNet features every N-th step and reuse them in between "
+                        "(1 = off; default: the preset's, else off)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (with freezing on the CPU): faster sampling after a one-time "
+                        "compile of a few minutes (cached on disk for later runs)")
+    p.add_argument("--sequential", action="store_true",
+                   help="run decode, model, paste and encode one after another (default: overlapped)")
     p.add_argument("--paste", choices=PASTE_MODES, default="mouth",
                    help="mouth: only the generated lower half, feathered (default); box: the official paste")
     p.add_argument("--length-policy", choices=LENGTH_POLICIES, default="pingpong",
@@ -89,6 +106,20 @@ class ProgressBars:
             bar.close()
 
 
+def job_options(args: argparse.Namespace) -> JobOptions:
+    """The JobOptions that parsed CLI flags ask for."""
+    return JobOptions(
+        num_inference_steps=args.steps, reference_frame=args.reference_frame, seed=args.seed,
+        batch_size=args.batch_size, paste=args.paste, length_policy=args.length_policy, pads=tuple(args.pads),
+        audio_offset=args.audio_offset, scheduler=args.scheduler, detector=args.detector,
+        preset=args.preset, deepcache_interval=args.deepcache, compile=args.compile, overlap=not args.sequential,
+        side_by_side=args.side_by_side is not None or args.compare_wav2lip or args.wav2lip_video is not None,
+        compare_wav2lip=args.compare_wav2lip,
+        wav2lip_checkpoint=args.wav2lip_checkpoint, wav2lip_video=args.wav2lip_video, score=args.score,
+        syncnet_checkpoint=args.syncnet_checkpoint,
+    )
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -96,16 +127,9 @@ def main(argv=None) -> int:
 
     diffusers_logging.set_verbosity_error()  # errors reach the user as one line, not library chatter
     diffusers_logging.disable_progress_bar()
-    options = JobOptions(
-        num_inference_steps=args.steps, reference_frame=args.reference_frame, seed=args.seed,
-        batch_size=args.batch_size, paste=args.paste, length_policy=args.length_policy, pads=tuple(args.pads),
-        audio_offset=args.audio_offset, scheduler=args.scheduler, detector=args.detector,
-        side_by_side=args.side_by_side is not None or args.compare_wav2lip or args.wav2lip_video is not None,
-        compare_wav2lip=args.compare_wav2lip,
-        wav2lip_checkpoint=args.wav2lip_checkpoint, wav2lip_video=args.wav2lip_video, score=args.score,
-        syncnet_checkpoint=args.syncnet_checkpoint,
-    )
-    engine = LipSyncEngine(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, detector=args.detector)
+    options = job_options(args)
+    engine = LipSyncEngine(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, detector=args.detector,
+                           compile=args.compile)
     bars = ProgressBars(enabled=not args.quiet)
     try:
         report = engine.run(args.video, args.audio, args.output, options, progress=bars,
