@@ -32,7 +32,7 @@ def fixture_pipeline(fixtures_dir, dtype=torch.float32):
 
     unet = Diff2LipUNetModel.from_original_checkpoint(
         load_file(str(fixtures_dir / "tiny_state_dict.safetensors")), **TINY_OVERRIDES)
-    pipe = Diff2LipPipeline(unet=unet, scheduler=default_scheduler()).to(torch_dtype=dtype)
+    pipe = Diff2LipPipeline(unet=unet.to(dtype), scheduler=default_scheduler())
     prepare_unet(pipe.unet)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -191,3 +191,22 @@ def test_overlapped_engine_error_leaves_no_output(media_dir, short_audio, tmp_pa
         engine.run(media_dir / "pub_video1_retalking_face2.mp4", short_audio, out,
                    JobOptions(num_inference_steps=1, detector="opencv", chunk_frames=6, side_by_side=True))
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_cli_presets_deepcache_and_compile_reach_the_job_options():
+    from lipsync.cli import build_parser, job_options
+    from lipsync.presets import PRESETS
+
+    base = ["--video", "v.mp4", "--audio", "a.wav", "--output", "o.mp4"]
+    paper = job_options(build_parser().parse_args(base))
+    assert paper.sampling() == ("ddim", 25, 1) and not paper.compile and paper.overlap and paper.batch_size is None
+    fast = job_options(build_parser().parse_args(base + ["--preset", "fast", "--compile", "--sequential"]))
+    assert fast.sampling() == (PRESETS["fast"].scheduler, PRESETS["fast"].steps, PRESETS["fast"].deepcache_interval)
+    assert fast.compile and not fast.overlap
+    custom = job_options(build_parser().parse_args(base + ["--steps", "12", "--deepcache", "3"]))
+    assert custom.sampling() == ("ddim", 12, 3)
+    # every preset is cheaper than the one before it, and the paper preset costs exactly the paper's
+    costs = [PRESETS[name].relative_cost for name in ("paper", "fast", "draft")]
+    assert costs[0] == 1.0 and costs[0] > costs[1] > costs[2] > 0
+    with pytest.raises(ValueError, match="deepcache_interval"):
+        JobOptions(deepcache_interval=0).validate()
