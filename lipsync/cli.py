@@ -10,6 +10,7 @@ from typing import Dict, Optional
 
 from .console import PlainProgress, configure_logging, stderr_is_terminal
 from .errors import LipSyncError
+from .presets import PRESETS
 
 # Only light modules at import time: the engine loads inside main(), where Ctrl-C or SIGTERM during
 # start-up ends in one "error:" line instead of a traceback.
@@ -24,16 +25,18 @@ def _reference(text: str) -> Optional[int]:
         raise argparse.ArgumentTypeError(f"--reference-frame must be a frame number or 'self', got {text!r}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The CLI's argument parser (imports the engine for the lists of choices)."""
+def build_parser(batch: bool = False) -> argparse.ArgumentParser:
+    """The CLI's parser (imports the engine for the lists of choices); ``batch=True``: only the job options
+    (a parent parser for ``lipsync.batch``)."""
     from .engine import LENGTH_POLICIES, PAPER_SEED, PASTE_MODES, SCHEDULERS
     from .faces import DETECTORS
 
-    p = argparse.ArgumentParser(prog="python -m lipsync",
+    p = argparse.ArgumentParser(prog="python -m lipsync", add_help=not batch,
                                 description="Lip-sync a face video (or photo) to a speech track with Diff2Lip.")
-    p.add_argument("--video", required=True, help="face video (mp4/mov/mkv/webm) or a still photo (png/jpg)")
-    p.add_argument("--audio", required=True, help="speech (wav/flac/mp3/m4a/ogg) or a video whose audio to use")
-    p.add_argument("--output", required=True, help="the MP4 to write")
+    if not batch:
+        p.add_argument("--video", required=True, help="face video (mp4/mov/mkv/webm) or a still photo (png/jpg)")
+        p.add_argument("--audio", required=True, help="speech (wav/flac/mp3/m4a/ogg) or a video whose audio to use")
+        p.add_argument("--output", required=True, help="the MP4 to write")
     p.add_argument("--steps", type=int, default=25, help="sampling steps (paper: 25)")
     p.add_argument("--reference-frame", type=_reference, default=None, metavar="N|self",
                    help="frame whose face is the identity reference for all frames; 'self' (default): each frame "
@@ -43,8 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="converted folder, original checkpoint.pt or Hub repo; default: $LIPSYNC_CHECKPOINT or the "
                         "paper checkpoint from the Hub")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: the GPU when there is one)")
-    p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="GPU precision (default fp16)")
-    p.add_argument("--batch-size", type=int, default=8, help="frames denoised together")
+    p.add_argument("--dtype", default=None, choices=["auto", "fp32", "fp16", "bf16"],
+                   help="precision (default auto: bf16 on GPUs and on CPUs with AMX/AVX512-BF16, else fp32; "
+                        "fp32 = the paper-exact path; fp16 on GPU only)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="frames denoised together (default 8 on the CPU, 32 on a GPU)")
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="steps preset (overrides --steps/--scheduler): " + "; ".join(
+                       f"{p.name}: {p.description} (~{p.relative_cost:.2f}x the paper's cost)" for p in PRESETS.values()))
+    p.add_argument("--deepcache", type=int, default=None, metavar="N",
+                   help="DeepCache: recompute the deep UNet features every N-th step and reuse them in between "
+                        "(1 = off; default: the preset's, else off)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (with freezing on the CPU): faster sampling after a one-time "
+                        "compile of a few minutes (cached on disk for later runs)")
+    p.add_argument("--sequential", action="store_true",
+                   help="run decode, model, paste and encode one after another (default: overlapped)")
     p.add_argument("--paste", choices=PASTE_MODES, default="mouth",
                    help="mouth: only the generated lower half, feathered (default); box: the official paste")
     p.add_argument("--length-policy", choices=LENGTH_POLICIES, default="pingpong",
@@ -94,6 +111,22 @@ class ProgressBars:
     def close(self) -> None:
         for bar in self.bars.values():
             bar.close()
+
+
+def job_options(args: argparse.Namespace):
+    """The ``JobOptions`` that parsed CLI flags ask for."""
+    from .engine import JobOptions
+
+    return JobOptions(
+        num_inference_steps=args.steps, reference_frame=args.reference_frame, seed=args.seed,
+        batch_size=args.batch_size, paste=args.paste, length_policy=args.length_policy, pads=tuple(args.pads),
+        audio_offset=args.audio_offset, scheduler=args.scheduler, detector=args.detector,
+        preset=args.preset, deepcache_interval=args.deepcache, compile=args.compile, overlap=not args.sequential,
+        side_by_side=args.side_by_side is not None or args.compare_wav2lip or args.wav2lip_video is not None,
+        compare_wav2lip=args.compare_wav2lip,
+        wav2lip_checkpoint=args.wav2lip_checkpoint, wav2lip_video=args.wav2lip_video, score=args.score,
+        syncnet_checkpoint=args.syncnet_checkpoint,
+    )
 
 
 def check_weights(args: argparse.Namespace) -> None:
@@ -147,7 +180,7 @@ def main(argv=None) -> int:
 
 
 def _run(argv) -> int:
-    from .engine import JobOptions, LipSyncEngine
+    from .engine import LipSyncEngine
 
     args = build_parser().parse_args(argv)
     configure_logging()  # once: no doubled library lines, no retry or download chatter
@@ -156,16 +189,9 @@ def _run(argv) -> int:
     except LipSyncError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    options = JobOptions(
-        num_inference_steps=args.steps, reference_frame=args.reference_frame, seed=args.seed,
-        batch_size=args.batch_size, paste=args.paste, length_policy=args.length_policy, pads=tuple(args.pads),
-        audio_offset=args.audio_offset, scheduler=args.scheduler, detector=args.detector,
-        side_by_side=args.side_by_side is not None or args.compare_wav2lip or args.wav2lip_video is not None,
-        compare_wav2lip=args.compare_wav2lip,
-        wav2lip_checkpoint=args.wav2lip_checkpoint, wav2lip_video=args.wav2lip_video, score=args.score,
-        syncnet_checkpoint=args.syncnet_checkpoint,
-    )
-    engine = LipSyncEngine(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, detector=args.detector)
+    options = job_options(args)
+    engine = LipSyncEngine(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, detector=args.detector,
+                           compile=args.compile)
     bars = ProgressBars(enabled=not args.quiet) if stderr_is_terminal() else PlainProgress(enabled=not args.quiet)
     try:
         report = engine.run(args.video, args.audio, args.output, options, progress=bars,

@@ -29,6 +29,7 @@ import numpy as np
 from . import audio as audio_io
 from . import compare
 from . import faces as face_ops
+from . import stages
 from . import video as video_io
 from .errors import AudioTooShortError, InvalidMediaError, LipSyncError, NoFaceError
 
@@ -42,6 +43,8 @@ OPTIONAL_STAGES = ("wav2lip", "score")  # reported only when a job used them
 IMAGE_FPS = Fraction(25)  # a still photo becomes a 25 fps clip
 FACE_SIZE = 128
 PAPER_SEED = 7
+CPU_BATCH_SIZE = 8  # default frames per model call (JobOptions.batch_size None)
+GPU_BATCH_SIZE = 32  # a GPU keeps busy with larger batches (the paper model needs ~6 GiB at 32 in fp16)
 
 Progress = Callable[[str, float, str], None]
 
@@ -53,13 +56,17 @@ class JobOptions:
     num_inference_steps: int = 25
     reference_frame: Optional[int] = None  # None: each frame is its own reference (the paper's cross setting)
     seed: int = PAPER_SEED
-    batch_size: int = 8
+    batch_size: Optional[int] = None  # None: CPU_BATCH_SIZE on the CPU, GPU_BATCH_SIZE on a GPU
     paste: str = "mouth"  # "mouth": only the generated lower half, feathered; "box": the official full-box paste
     length_policy: str = "pingpong"  # audio longer than video: "pingpong" | "loop"; "shortest" = official
     pads: Tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right
     audio_offset: int = 0  # frames; 0 = the official alignment
     scheduler: str = "ddim"
     preset: Optional[str] = None  # lipsync.presets name ("paper", "fast", "draft"): overrides steps + scheduler
+    deepcache_interval: Optional[int] = None  # DeepCache: deep features recomputed every N-th step (1 = off);
+    #                                           None: the preset's (off without a preset)
+    compile: bool = False  # torch.compile the UNet (once per process; minutes the first time)
+    overlap: bool = True  # decode ahead of and paste/encode behind the model in threads (same output)
     detector: str = "s3fd"
     side_by_side: bool = True
     chunk_frames: int = 32
@@ -83,8 +90,8 @@ class JobOptions:
             from .presets import get_preset
 
             preset = get_preset(self.preset)
-            return preset.scheduler, preset.steps, preset.deepcache_interval
-        return self.scheduler, int(self.num_inference_steps), 1
+            return preset.scheduler, preset.steps, int(self.deepcache_interval or preset.deepcache_interval)
+        return self.scheduler, int(self.num_inference_steps), int(self.deepcache_interval or 1)
 
     def validate(self) -> None:
         if self.preset:
@@ -101,8 +108,10 @@ class JobOptions:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         if len(tuple(self.pads)) != 4:
             raise ValueError(f"pads must be 4 numbers (top, bottom, left, right), got {self.pads!r}")
-        if int(self.batch_size) < 1 or int(self.chunk_frames) < 1:
+        if (self.batch_size is not None and int(self.batch_size) < 1) or int(self.chunk_frames) < 1:
             raise ValueError("batch_size and chunk_frames must be at least 1")
+        if self.deepcache_interval is not None and int(self.deepcache_interval) < 1:
+            raise ValueError(f"deepcache_interval must be at least 1 (1 = off), got {self.deepcache_interval}")
         if not float(self.score_seconds) > 0:
             raise ValueError(f"score_seconds must be positive, got {self.score_seconds}")
 
@@ -327,8 +336,11 @@ def track_faces(detections: List[np.ndarray], source: FrameSource, pads=(0, 0, 0
 
 
 class _Timer:
+    """Seconds per stage; stages running in overlapped threads add their own time (thread-safe)."""
+
     def __init__(self):
         self.seconds = {stage: 0.0 for stage in STAGES}
+        self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def __call__(self, stage: str):
@@ -336,7 +348,8 @@ class _Timer:
         try:
             yield
         finally:
-            self.seconds[stage] += time.perf_counter() - start
+            with self._lock:
+                self.seconds[stage] += time.perf_counter() - start
 
 
 @dataclass
@@ -353,6 +366,20 @@ class _Plan:
     refused: Optional[np.ndarray] = None  # (N_used,) bool: face found, mouth out of the picture
 
 
+@dataclass
+class _Chunk:
+    """One chunk of the output timeline on its way through decode -> diffusion -> paste."""
+
+    start: int  # output frames [start, stop)
+    stop: int
+    frames: np.ndarray  # (n, H, W, 3) uint8 source frames
+    valid: np.ndarray  # (n,) bool: frames with a face
+    boxes: np.ndarray  # (n, 4) int64
+    crops: Optional[np.ndarray]  # (n_valid, 128, 128, 3) uint8, None without faces
+    references: Optional[np.ndarray]  # same shape as crops
+    generated: Optional[np.ndarray] = None  # (n, 128, 128, 3) uint8 after diffusion
+
+
 class LipSyncEngine:
     """Holds a pipeline and face detectors; ``run`` turns (video, audio) into a lip-synced MP4.
 
@@ -361,8 +388,9 @@ class LipSyncEngine:
     """
 
     def __init__(self, pipeline=None, checkpoint=None, device: Optional[str] = None, detector: str = "s3fd",
-                 dtype=None, wav2lip=None, syncnet=None):
+                 dtype=None, wav2lip=None, syncnet=None, compile: bool = False):
         self._pipeline = pipeline
+        self.compile = compile  # torch.compile the UNet for every job (JobOptions.compile asks per job)
         # comparison models, keyed by checkpoint (None: the default one); injected ones serve None
         self._wav2lip: Dict[Optional[str], object] = {} if wav2lip is None else {None: wav2lip}
         self._syncnet: Dict[Optional[str], object] = {} if syncnet is None else {None: syncnet}
@@ -596,18 +624,17 @@ class LipSyncEngine:
             self._detections.popitem(last=False)
         return detections
 
-    def _generate(self, plan: _Plan, options: JobOptions, timer: _Timer, notify) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-        """Yield (source frames, lip-synced frames) chunks of the output timeline."""
-        import torch
+    def batch_size(self, options: JobOptions) -> int:
+        """Frames per model call: the job's choice, else a larger default on a GPU than on the CPU."""
+        if options.batch_size is not None:
+            return int(options.batch_size)
+        pipe = self._pipeline
+        device = str(pipe.device) if pipe is not None else (self.device or ("cuda" if _cuda_available() else "cpu"))
+        return GPU_BATCH_SIZE if device.startswith("cuda") else CPU_BATCH_SIZE
 
-        notify = notify or (lambda stage, fraction, message: None)
-        pipe = self.pipeline
-        scheduler, steps_per_frame, _deepcache_interval = options.sampling()
-        self._use_scheduler(scheduler)
-        # ONE initial noise for every frame of the clip, as the paper does (seed 7 = the paper's)
-        noise = torch.randn((1, 3, FACE_SIZE, FACE_SIZE), generator=torch.Generator().manual_seed(int(options.seed)))
+    def _prepared_chunks(self, plan: _Plan, options: JobOptions, timer: _Timer) -> Iterator["_Chunk"]:
+        """Stage 1 (ahead of the model): decode each chunk of the output timeline and crop its faces."""
         total_out = len(plan.src)
-        done_frames = 0
         for a in range(0, total_out, options.chunk_frames):
             b = min(a + options.chunk_frames, total_out)
             idx = plan.src[a:b]
@@ -620,29 +647,68 @@ class LipSyncEngine:
                 frames = np.concatenate(parts)
             valid = plan.valid[idx]
             boxes = plan.boxes[idx]
-            generated = np.zeros((len(idx), FACE_SIZE, FACE_SIZE, 3), np.uint8)
+            crops = references = None
             if valid.any():
                 with timer("paste"):
                     crops = face_ops.crop_faces(frames[valid], boxes[valid], FACE_SIZE)
                 references = crops if plan.reference is None else np.repeat(plan.reference[None], len(crops), 0)
-                n_valid = int(valid.sum())
+            yield _Chunk(a, b, frames, valid, boxes, crops, references)
 
-                def step_done(done, total, _base=done_frames, _n=n_valid):
-                    frames_done = _base + _n * done / max(total, 1)
-                    notify("diffusion", frames_done / total_out,
-                           f"diffusion step {min(steps_per_frame, 1 + (done - 1) % steps_per_frame)}/{steps_per_frame}, "
-                           f"frame {min(total_out, int(frames_done) + 1)}/{total_out}")
+    def _diffusion_stage(self, plan: _Plan, options: JobOptions, timer: _Timer, notify) -> Callable[["_Chunk"], "_Chunk"]:
+        """Stage 2 (the model): a function that fills a chunk's generated faces."""
+        import torch
 
-                with timer("diffusion"):
-                    out = pipe(faces=crops, reference_faces=references, mels=plan.mels[a:b][valid],
-                               num_inference_steps=steps_per_frame, latents=noise, batch_size=int(options.batch_size),
-                               output_type="uint8", progress_bar=False, callback=step_done)
-                generated[valid] = out.frames
-            with timer("paste"):
-                result = face_ops.paste_faces(frames, boxes, generated, valid, mode=options.paste)
-            done_frames = b
-            notify("paste", b / total_out, f"frame {b}/{total_out}")
-            yield frames, result
+        pipe = self.pipeline
+        scheduler, steps_per_frame, deepcache_interval = options.sampling()
+        self._use_scheduler(scheduler)
+        if options.compile or self.compile:
+            from .acceleration import compile_pipeline, is_compiled
+
+            if not is_compiled(pipe):
+                compile_pipeline(pipe, notify=lambda message: (logger.warning(message),
+                                                               notify("diffusion", 0.0, message)))
+        # ONE initial noise for every frame of the clip, as the paper does (seed 7 = the paper's)
+        noise = torch.randn((1, 3, FACE_SIZE, FACE_SIZE), generator=torch.Generator().manual_seed(int(options.seed)))
+        total_out = len(plan.src)
+        batch_size = self.batch_size(options)
+
+        def diffuse(chunk: _Chunk) -> _Chunk:
+            chunk.generated = np.zeros((len(chunk.frames), FACE_SIZE, FACE_SIZE, 3), np.uint8)
+            if chunk.crops is None:
+                return chunk
+            n_valid = len(chunk.crops)
+
+            def step_done(done, total, _base=chunk.start, _n=n_valid):
+                frames_done = _base + _n * done / max(total, 1)
+                notify("diffusion", frames_done / total_out,
+                       f"diffusion step {min(steps_per_frame, 1 + (done - 1) % steps_per_frame)}/{steps_per_frame}, "
+                       f"frame {min(total_out, int(frames_done) + 1)}/{total_out}")
+
+            with timer("diffusion"):
+                out = pipe(faces=chunk.crops, reference_faces=chunk.references,
+                           mels=plan.mels[chunk.start:chunk.stop][chunk.valid],
+                           num_inference_steps=steps_per_frame, latents=noise, batch_size=batch_size,
+                           output_type="uint8", progress_bar=False, callback=step_done,
+                           deepcache_interval=deepcache_interval)
+            chunk.generated[chunk.valid] = out.frames
+            return chunk
+
+        return diffuse
+
+    def _paste(self, chunk: "_Chunk", options: JobOptions, timer: _Timer) -> np.ndarray:
+        """Stage 3 (behind the model): paste the generated faces back into the chunk's frames."""
+        with timer("paste"):
+            return face_ops.paste_faces(chunk.frames, chunk.boxes, chunk.generated, chunk.valid, mode=options.paste)
+
+    def _generate(self, plan: _Plan, options: JobOptions, timer: _Timer, notify) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """Yield (source frames, lip-synced frames) chunks of the output timeline, one stage after another."""
+        notify = notify or (lambda stage, fraction, message: None)
+        diffuse = self._diffusion_stage(plan, options, timer, notify)
+        total_out = len(plan.src)
+        for chunk in self._prepared_chunks(plan, options, timer):
+            result = self._paste(diffuse(chunk), options, timer)
+            notify("paste", chunk.stop / total_out, f"frame {chunk.stop}/{total_out}")
+            yield chunk.frames, result
 
     def _render(self, plan: _Plan, options: JobOptions, output: Path, sbs: Optional[Path], audio: Path,
                 timer: _Timer, notify) -> JobReport:
@@ -664,8 +730,10 @@ class LipSyncEngine:
                 sbs_size = (len(labels) * size[0] + (size[0] % 2), size[1])
                 sbs_writer = stack.enter_context(video_io.VideoWriter(sbs, fps, sbs_size, audio_path=audio,
                                                                       colors=colors))
-            start = 0
-            for frames, result in self._generate(plan, options, timer, notify):
+            position = [0]  # output frames written so far
+
+            def write(frames: np.ndarray, result: np.ndarray) -> None:
+                start = position[0]
                 wav2lip = None
                 if comparison is not None:
                     with timer("wav2lip"):
@@ -680,7 +748,17 @@ class LipSyncEngine:
                         streams = [frames, result] if wav2lip is None else [frames, wav2lip, result]
                         panels = video_io.side_by_side(streams, labels=labels)
                         sbs_writer.write(_fit_width(panels, sbs_size[0]))
-                start += len(frames)
+                position[0] = start + len(frames)
+
+            def paste_and_write(chunk: _Chunk) -> None:
+                result = self._paste(chunk, options, timer)
+                notify("paste", chunk.stop / total, f"frame {chunk.stop}/{total}")
+                write(chunk.frames, result)
+
+            # decode + crop ahead of the model, paste + encode behind it (threads, bounded queues)
+            run = stages.run_overlapped if options.overlap else stages.run_sequential
+            run(self._prepared_chunks(plan, options, timer), self._diffusion_stage(plan, options, timer, notify),
+                paste_and_write)
             if collector is not None:
                 notify("score", 0.0, "SyncNet: scoring lip sync")
                 with timer("score"):

@@ -37,17 +37,21 @@ def default_device() -> str:
 
 
 def resolve_dtype(device: str, dtype: Union[None, str, torch.dtype]) -> torch.dtype:
-    """fp16 on GPU by default; fp16/bf16 only on GPU, fp32 on CPU."""
+    """The precision to run in. ``None``/"auto": bf16 where it is fast (GPUs with bf16, CPUs with AMX or
+    AVX512-BF16, detected at run time), fp16 on older GPUs, fp32 elsewhere. "fp32" is the paper-exact
+    reference path. fp16 is GPU-only (a CPU falls back to fp32); bf16 runs on both."""
+    from .acceleration import default_dtype
+
     if isinstance(dtype, str):
         names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
-                 "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+                 "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "auto": None}
         if dtype not in names:
-            raise ValueError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16")
+            raise ValueError(f"unknown dtype {dtype!r}; use auto, fp32, fp16 or bf16")
         dtype = names[dtype]
     on_gpu = str(device).startswith("cuda")
     if dtype is None:
-        return torch.float16 if on_gpu else torch.float32
-    if dtype != torch.float32 and not on_gpu:
+        return default_dtype(device)
+    if dtype == torch.float16 and not on_gpu:
         logger.warning("%s is only supported on the GPU; using float32 on %s", dtype, device)
         return torch.float32
     return dtype
@@ -123,7 +127,8 @@ def check_weights(source: Optional[Union[str, os.PathLike]] = None) -> None:
 
 def load_pipeline(source: Optional[Union[str, os.PathLike]] = None, device: Optional[str] = None,
                   dtype: Union[None, str, torch.dtype] = None, **config_overrides):
-    """Return a ``Diff2LipPipeline`` on ``device`` (default: GPU if available) in ``dtype``.
+    """Return a ``Diff2LipPipeline`` on ``device`` (default: GPU if available) in ``dtype`` (default
+    ``resolve_dtype``'s: bf16 where fast, else fp32 on the CPU; pass "fp32" for the paper-exact path).
 
     ``source``: a converted folder, an original checkpoint file, a Hub repo id in diffusers layout, or
     ``None`` for ``$LIPSYNC_CHECKPOINT`` / the paper checkpoint on the Hub. ``config_overrides`` apply to
@@ -181,4 +186,8 @@ def load_pipeline(source: Optional[Union[str, os.PathLike]] = None, device: Opti
             )
     pipe.unet.eval()
     with quiet_diffusers():  # diffusers warns about "modules to keep in float32: []" on every cast
-        return pipe.to(device, dtype)
+        pipe = pipe.to(device, dtype)
+    from .acceleration import prepare_unet
+
+    prepare_unet(pipe.unet)  # bf16 on the CPU: channels_last weights
+    return pipe

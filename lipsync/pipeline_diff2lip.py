@@ -24,6 +24,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from .unet_diff2lip import Diff2LipUNetModel
 
 FACE_HIDE_PERCENTAGE = 0.5  # the lower half of the crop is generated
+DEEPCACHE_DEPTH = 2  # DeepCache branch: cached steps run the first 2 input and last 2 output blocks
 
 
 def default_scheduler() -> DDIMScheduler:
@@ -140,6 +141,14 @@ class Diff2LipPipeline(DiffusionPipeline):
         return (torch.round((resized.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1).to(images.dtype)
 
     @staticmethod
+    def _batch_rows(start: int, stop: int, pad_to: int) -> torch.Tensor:
+        """Row indices [start, stop), padded with ``stop - 1`` up to ``pad_to`` rows (0: no padding)."""
+        rows = torch.arange(start, stop)
+        if pad_to > len(rows):
+            rows = torch.cat([rows, rows[-1:].expand(pad_to - len(rows))])
+        return rows
+
+    @staticmethod
     def _postprocess(recon: torch.Tensor, output_type: str):
         frames = ((recon + 1) / 2).clamp(0, 1)  # (N, 3, H, W) in [0, 1]
         if output_type == "pt":
@@ -171,6 +180,8 @@ class Diff2LipPipeline(DiffusionPipeline):
         return_dict: bool = True,
         progress_bar: bool = True,
         callback: Optional[Callable[[int, int], None]] = None,
+        deepcache_interval: int = 1,
+        deepcache_depth: int = DEEPCACHE_DEPTH,
     ):
         """Generate the lower half of each face crop from its mel window.
 
@@ -189,10 +200,16 @@ class Diff2LipPipeline(DiffusionPipeline):
             output_type: "pt", "np", "uint8" or "pil" (see ``Diff2LipPipelineOutput``).
             progress_bar: show a tqdm bar over all model calls.
             callback: ``callback(done, total)`` after every model call, e.g. for a UI progress bar.
+            deepcache_interval: DeepCache reuse: the deep UNet features are recomputed every
+                ``deepcache_interval``-th step and reused in between (1 = off: every step is a full call).
+            deepcache_depth: how many shallow input/output blocks a cached step still runs (default 2:
+                about 26% of a full call's FLOPs for the paper model).
         """
         # 1. Check and convert inputs
         if mels is None:
             raise ValueError("mels is required: one (80, 16) mel window per face")
+        if int(deepcache_interval) < 1:
+            raise ValueError(f"deepcache_interval must be at least 1 (1 = off), got {deepcache_interval}")
         device = self._execution_device
         dtype = self.unet.dtype
         images = to_model_range(faces)  # (N, 3, H, W) in [-1, 1]
@@ -218,33 +235,46 @@ class Diff2LipPipeline(DiffusionPipeline):
         total = len(self.scheduler.timesteps) * ((n + batch_size - 1) // batch_size)
         self.set_progress_bar_config(disable=not progress_bar, desc="Diff2Lip")
         step_kwargs = self._step_kwargs(generator, eta)
+        unet_call = getattr(self, "compiled_unet", None) or self.unet  # see lipsync.acceleration.compile_pipeline
         samples = []
         done = 0
         with self.progress_bar(total=total) as bar:
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
-                img = images[start:stop].to(device)
-                ref = references[start:stop].to(device, dtype)
-                mel = mels[start:stop].to(device, dtype)
-                x_t = noise.expand(stop - start, -1, -1, -1) if noise.shape[0] == 1 else noise[start:stop]
+                # a compiled UNet keeps one static batch shape: pad the last batch with copies of its last frame
+                rows = self._batch_rows(start, stop, batch_size if unet_call is not self.unet else 0)
+                img = images[rows].to(device)
+                ref = references[rows].to(device, dtype)
+                mel = mels[rows].to(device, dtype)
+                x_t = noise.expand(len(rows), -1, -1, -1) if noise.shape[0] == 1 else noise[rows]
                 cond = img * (1 - mask) + mask * x_t  # (B, 3, H, W): top half image, bottom half noise
-                batch_mask = mask.expand(stop - start, -1, -1, -1)
+                batch_mask = mask.expand(len(rows), -1, -1, -1).to(dtype)
+                cond_in = cond.to(dtype)
+                # t-independent conditioning, once per batch: the audio style vector
+                style = self.unet.audio_style(mel)  # (B, 4C)
                 self.scheduler.set_timesteps(num_inference_steps, device=device)  # resets multistep state
                 x_t = x_t * self.scheduler.init_noise_sigma
+                deep = None  # DeepCache: deep decoder features of the last full step
                 # 5. Denoising loop
-                for t in self.scheduler.timesteps:
+                for i, t in enumerate(self.scheduler.timesteps):
                     model_in = self.scheduler.scale_model_input(x_t, t)
-                    out = self.unet(
-                        model_in.to(dtype), t, cond_image=cond.to(dtype), mask=batch_mask.to(dtype),
-                        reference=ref, audio=mel,
-                    ).sample.float()
-                    eps = out[:, :3]  # channels 3:6 are learned-variance logits, unused by these samplers
+                    kwargs = {}
+                    if deepcache_interval > 1:
+                        full = i % int(deepcache_interval) == 0
+                        kwargs = {"deepcache_depth": int(deepcache_depth), "deep_features": None if full else deep}
+                    result = unet_call(
+                        model_in.to(dtype), t, cond_image=cond_in, mask=batch_mask,
+                        reference=ref, style=style, **kwargs,
+                    )
+                    if deepcache_interval > 1 and result.deep_features is not None:
+                        deep = result.deep_features
+                    eps = result.sample.float()[:, :3]  # channels 3:6 are learned-variance logits, unused here
                     x_t = self.scheduler.step(eps, t, x_t, **step_kwargs).prev_sample
                     done += 1
                     bar.update()
                     if callback is not None:
                         callback(done, total)
-                samples.append(x_t.float().cpu())
+                samples.append(x_t[: stop - start].float().cpu())
 
         # 6. Composite the generated lower half with the untouched upper half
         sample = torch.cat(samples)  # (N, 3, S, S) in [-1, 1]

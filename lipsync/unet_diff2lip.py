@@ -23,9 +23,12 @@ from torch import nn
 
 @dataclass
 class Diff2LipUNetOutput(BaseOutput):
-    """``sample``: (N, 6, H, W); channels 0:3 are the noise prediction, 3:6 the learned-variance logits."""
+    """``sample``: (N, 6, H, W); channels 0:3 are the noise prediction, 3:6 the learned-variance logits.
+    ``deep_features``: with ``deepcache_depth`` set on a full call, the decoder features that enter the
+    last ``deepcache_depth`` output blocks (reused by the next cached calls); else None."""
 
     sample: torch.Tensor
+    deep_features: Optional[torch.Tensor] = None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -34,9 +37,16 @@ class Diff2LipUNetOutput(BaseOutput):
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 and cast back, so fp16/bf16 models normalise like the original."""
+    """GroupNorm with float32 statistics for every input dtype.
+
+    fp32 input: the plain fp32 kernel (paper-exact). fp16 input: the original's round trip through an
+    fp32 copy. bf16 input: the native kernel, which already accumulates mean and variance in fp32, so
+    no fp32 copy of the whole activation is made (bf16 has fp32's exponent range, nothing overflows).
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.bfloat16:  # the kernel takes fp32 or bf16 affine parameters
+            return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
         out = F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps)
         return out.to(x.dtype)
 
@@ -139,7 +149,8 @@ class ResBlock(nn.Module):
 class AttentionBlock(nn.Module):
     """Spatial self-attention with guided-diffusion's legacy head layout (heads split before q/k/v).
 
-    qkv and proj_out are 1x1 Conv1d layers over the flattened (N, C, H*W) feature map.
+    qkv and proj_out are 1x1 Conv1d layers over the flattened (N, C, H*W) feature map (their weights are
+    applied as linear maps over (N, T, C) tokens; the output keeps the input's memory layout).
     """
 
     def __init__(self, channels: int, num_heads: int):
@@ -151,15 +162,19 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, height, width = x.shape
-        flat = x.reshape(n, c, height * width)  # (N, C, T)
-        qkv = self.qkv(self.norm(flat))  # (N, 3C, T)
+        # work on tokens (N, T, C): a free view of a channels_last map, and 4-D q/k/v reach the fused kernel
+        tokens = self.norm(x).permute(0, 2, 3, 1).reshape(n, height * width, c)  # (N, T, C)
+        qkv = F.linear(tokens, self.qkv.weight[:, :, 0], self.qkv.bias)  # (N, T, 3C), the 1x1 Conv1d
         ch = c // self.num_heads
-        # legacy order: (N*heads, 3*ch, T), then q, k, v each (N*heads, ch, T)
-        q, k, v = qkv.reshape(n * self.num_heads, 3 * ch, height * width).split(ch, dim=1)
+        # legacy order: channels are [head][q|k|v][ch]; q, k, v each (N, heads, T, ch)
+        q, k, v = qkv.reshape(n, height * width, self.num_heads, 3 * ch).transpose(1, 2).split(ch, dim=-1)
         # scaled_dot_product_attention scales q.k by 1/sqrt(ch), the same as the original's ch^-1/4 on each
-        h = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        h = h.transpose(1, 2).reshape(n, c, height * width)
-        return (flat + self.proj_out(h)).reshape(n, c, height, width)
+        h = F.scaled_dot_product_attention(q, k, v)  # (N, heads, T, ch)
+        h = F.linear(h.transpose(1, 2).reshape(n, height * width, c), self.proj_out.weight[:, :, 0], self.proj_out.bias)
+        out = x.permute(0, 2, 3, 1).reshape(n, height * width, c) + h  # (N, T, C)
+        out = out.reshape(n, height, width, c).permute(0, 3, 1, 2)  # (N, C, H, W), channels_last strides
+        channels_last = x.is_contiguous(memory_format=torch.channels_last)
+        return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 class AudioEncoder(nn.Module):
@@ -330,6 +345,15 @@ class Diff2LipUNetModel(ModelMixin, ConfigMixin):
             nn.Conv2d(audio_out_channels, time_embed_dim, 1),
         )
 
+    def audio_style(self, audio: torch.Tensor) -> torch.Tensor:
+        """The audio style vector added to the timestep embedding; it does not depend on t.
+
+        audio: (N, 80, 16) mel windows. Returns (N, 4 * model_channels) in the model's dtype. Compute it
+        once per frame batch and pass it as ``style=`` to every step (identical results to ``audio=``).
+        """
+        audio_features = self.audio_encoder(audio.to(self.dtype))  # (N, 128, 8, 8)
+        return self.audio_encoder_to_style(audio_features).flatten(1)  # (N, 4C)
+
     def forward(
         self,
         sample: torch.Tensor,
@@ -337,9 +361,20 @@ class Diff2LipUNetModel(ModelMixin, ConfigMixin):
         cond_image: torch.Tensor,
         mask: torch.Tensor,
         reference: torch.Tensor,
-        audio: torch.Tensor,
+        audio: Optional[torch.Tensor] = None,
         return_dict: bool = True,
+        style: Optional[torch.Tensor] = None,
+        deepcache_depth: Optional[int] = None,
+        deep_features: Optional[torch.Tensor] = None,
     ) -> Union[Diff2LipUNetOutput, Tuple[torch.Tensor]]:
+        """Predict noise and variance logits (see the class docstring for the inputs).
+
+        style: (N, 4C) from ``audio_style`` instead of ``audio`` (the t-independent conditioning, computed once).
+        deepcache_depth: DeepCache branch depth k (1..len(output_blocks)). With ``deep_features`` None:
+            a full call that also returns the features entering the last k output blocks. With
+            ``deep_features`` given: a cached call that runs only the first k input blocks and the last k
+            output blocks, reusing the deep features of an earlier step (Ma et al., "DeepCache", 2023).
+        """
         n = sample.shape[0]
         dtype = self.dtype
 
@@ -349,27 +384,45 @@ class Diff2LipUNetModel(ModelMixin, ConfigMixin):
             timesteps = timesteps[None]
         timesteps = timesteps.expand(n)
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(self.time_embed[0].weight.dtype))
-        audio_features = self.audio_encoder(audio.to(dtype))  # (N, 128, 8, 8)
-        style = self.audio_encoder_to_style(audio_features).flatten(1)  # (N, 4C)
+        if style is None:
+            if audio is None:
+                raise ValueError("pass audio (N, 80, 16) mel windows or style from audio_style()")
+            style = self.audio_style(audio)
         emb = emb + style.to(emb.dtype)
 
         # 2. the known upper half replaces x_t's, then [x_in, cond, ref] -> (N, 9, H, W)
         x_in = sample * mask + (1 - mask) * cond_image
         h = torch.cat([x_in, cond_image, reference], dim=1).to(dtype)
+        if self.device.type == "cpu" and dtype == torch.bfloat16:
+            h = h.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout for bf16 convs
 
-        # 3. UNet
+        # 3. UNet (a cached DeepCache call skips the deep blocks)
+        depth = len(self.output_blocks) if deepcache_depth is None else int(deepcache_depth)
+        if not 1 <= depth <= len(self.output_blocks):
+            raise ValueError(f"deepcache_depth must be 1..{len(self.output_blocks)}, got {deepcache_depth}")
+        cached = deep_features is not None
         skips = []
-        for block in self.input_blocks:
+        for block in self.input_blocks[:depth] if cached else self.input_blocks:
             h = block(h, emb)
             skips.append(h)
-        h = self.middle_block(h, emb)
-        for block in self.output_blocks:
+        if cached:
+            h = deep_features
+            skips = skips[:depth]
+        else:
+            h = self.middle_block(h, emb)
+        first_shallow = len(self.output_blocks) - depth
+        keep = None
+        for i, block in enumerate(self.output_blocks):
+            if i < first_shallow and cached:
+                continue
+            if i == first_shallow and deepcache_depth is not None and not cached:
+                keep = h
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
         out = self.out(h)  # (N, 6, H, W)
 
         if not return_dict:
             return (out,)
-        return Diff2LipUNetOutput(sample=out)
+        return Diff2LipUNetOutput(sample=out, deep_features=keep)
 
     # ------------------------------------------------------------------------------------------------
     @classmethod

@@ -30,17 +30,30 @@ def reference():
 
 def test_converted_folder_and_original_pt_give_the_same_frames(tmp_path, reference):
     small_pipeline().save_pretrained(tmp_path / "folder")
-    assert torch.equal(sample(load_pipeline(tmp_path / "folder", device="cpu")), reference)
+    assert torch.equal(sample(load_pipeline(tmp_path / "folder", device="cpu", dtype="fp32")), reference)
     pt = tmp_path / "checkpoint.pt"
     torch.save(small_unet().state_dict(), pt)  # original key layout, sizes inferred from the weights
-    assert torch.equal(sample(load_pipeline(pt, device="cpu")), reference)
+    assert torch.equal(sample(load_pipeline(pt, device="cpu", dtype="fp32")), reference)
     torch.save(small_unet().state_dict(), tmp_path / "unet.bin")
-    assert torch.equal(sample(load_pipeline(str(tmp_path / "unet.bin"))), reference)
+    assert torch.equal(sample(load_pipeline(str(tmp_path / "unet.bin"), dtype="fp32")), reference)
 
 
 def test_cpu_runs_in_float32_even_when_asked_for_half(tmp_path):
     small_pipeline().save_pretrained(tmp_path)
     assert load_pipeline(tmp_path, device="cpu", dtype="fp16").unet.dtype == torch.float32
+
+
+def test_default_precision_is_bf16_where_the_cpu_runs_it_fast(tmp_path):
+    from lipsync.acceleration import fast_bf16_cpu
+
+    small_pipeline().save_pretrained(tmp_path)
+    pipe = load_pipeline(tmp_path, device="cpu")
+    if fast_bf16_cpu():  # AMX / AVX512-BF16: bf16 with channels_last conv weights
+        assert pipe.unet.dtype == torch.bfloat16
+        assert pipe.unet.out[2].weight.is_contiguous(memory_format=torch.channels_last)
+    else:
+        assert pipe.unet.dtype == torch.float32
+    assert load_pipeline(tmp_path, device="cpu", dtype="fp32").unet.dtype == torch.float32
 
 
 def test_unknown_sources_are_named(tmp_path):
