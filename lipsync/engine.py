@@ -62,6 +62,7 @@ class JobOptions:
     preset: Optional[str] = None  # lipsync.presets name ("paper", "fast", "draft"): overrides steps + scheduler
     detector: str = "s3fd"
     side_by_side: bool = True
+    mouth_zoom: bool = False  # the side-by-side gets a zoomed strip of each panel's mouth
     chunk_frames: int = 32
     max_seconds: Optional[float] = None
     # comparison and scores (lipsync.compare)
@@ -585,7 +586,7 @@ class LipSyncEngine:
             labels = ("source", "Wav2Lip", "Diff2Lip") if comparison is not None else ("source", "Diff2Lip")
             sbs_writer = None
             if sbs is not None:
-                sbs_size = (len(labels) * size[0] + (size[0] % 2), size[1])
+                sbs_size = video_io.comparison_layout(size, len(labels), mouth_zoom=options.mouth_zoom).size
                 sbs_writer = stack.enter_context(video_io.VideoWriter(sbs, fps, sbs_size, audio_path=audio))
             start = 0
             for frames, result in self._generate(plan, options, timer, notify):
@@ -601,7 +602,8 @@ class LipSyncEngine:
                     writer.write(result)
                     if sbs_writer is not None:
                         streams = [frames, result] if wav2lip is None else [frames, wav2lip, result]
-                        panels = video_io.side_by_side(streams, labels=labels)
+                        mouths = plan.boxes[plan.src[start:start + len(frames)]] if options.mouth_zoom else None
+                        panels = video_io.side_by_side(streams, labels=labels, mouth_boxes=mouths)
                         sbs_writer.write(_fit_width(panels, sbs_size[0]))
                 start += len(frames)
             if collector is not None:
