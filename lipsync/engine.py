@@ -359,6 +359,10 @@ class LipSyncEngine:
 
         Needs no model. Returns (H, W, 3) uint8 RGB; a frame without a face carries a red note instead.
         """
+        return self.face_check(video, frame_index, options)[0]
+
+    def face_check(self, video, frame_index: int = 0, options: Optional[JobOptions] = None) -> Tuple[np.ndarray, bool]:
+        """(``preview_frame`` image, whether a face was found in that frame)."""
         options = options or JobOptions()
         source = FrameSource(Path(video))
         index = int(np.clip(frame_index, 0, source.num_frames - 1))
@@ -368,7 +372,7 @@ class LipSyncEngine:
         canvas = frame.copy()
         if len(detections[0]) == 0:
             cv2.putText(canvas, "no face found", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 0, 0), 3)
-            return canvas
+            return canvas, False
         boxes, _ = face_ops.select_main_face(detections)
         x1, y1, x2, y2 = face_ops.pad_boxes(boxes, options.pads, frame.shape)[0].astype(int)
         mid = y1 + (y2 - y1) // 2
@@ -376,7 +380,25 @@ class LipSyncEngine:
         canvas[mid:y2, x1:x2] = (0.55 * shade + 0.45 * np.array([255, 0, 160])).astype(np.uint8)
         thickness = max(2, frame.shape[0] // 300)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 255, 0), thickness)
-        return canvas
+        return canvas, True
+
+    def seconds_per_frame_step(self, frames: int = 4, steps: int = 2) -> float:
+        """Measure the loaded model: seconds of one sampling step for one frame (``frames`` random faces,
+        ``steps`` steps, one batch). Loads the model if needed; waits for a running job."""
+        import torch
+
+        rng = np.random.default_rng(0)
+        faces = rng.integers(0, 256, (frames, FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
+        mels = rng.standard_normal((frames, audio_io.DEFAULT_AUDIO.num_mels, 16)).astype(np.float32)
+        noise = torch.randn((1, 3, FACE_SIZE, FACE_SIZE), generator=torch.Generator().manual_seed(0))
+        with self._lock:
+            pipe = self.pipeline
+            pipe(faces=faces[:1], reference_faces=faces[:1], mels=mels[:1], num_inference_steps=1, latents=noise,
+                 batch_size=1, output_type="uint8", progress_bar=False)  # warm-up
+            start = time.perf_counter()
+            pipe(faces=faces, reference_faces=faces, mels=mels, num_inference_steps=steps, latents=noise,
+                 batch_size=frames, output_type="uint8", progress_bar=False)
+            return (time.perf_counter() - start) / (frames * steps)
 
     def preview_first_frame(self, video, audio, options: Optional[JobOptions] = None) -> np.ndarray:
         """Frame 0 lip-synced (the model runs on one frame): check crop, mask and reference quickly."""
