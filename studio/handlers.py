@@ -271,7 +271,7 @@ class Handlers:
             with user_errors("timing the model"):
                 self.calibrate()
         seconds = self.meter.estimate(plan.frames, options)
-        sampling = f"{n_steps} steps" + (f" ({options.preset})" if options.preset else "")
+        sampling = f"{n_steps} step{'s' if n_steps != 1 else ''}" + (f" ({options.preset})" if options.preset else "")
         if seconds is None:
             when = f"timing the model on this machine for {sampling}…"
         else:
@@ -359,8 +359,9 @@ class Handlers:
         return str(report.side_by_side), str(report.output), report_markdown(data)
 
     def on_stop(self, request: gr.Request):
-        stopped = self.stops.stop(request.session_hash or "")
-        return "Stopping…" if stopped else "Nothing is running."
+        if self.stops.stop(request.session_hash or ""):
+            return "Stopped. Nothing was kept; change what you like and press Generate again."
+        return "Nothing is running."
 
     def on_preview_first(self, video, photo, audio, own_reference, reference_frame, preset, steps, scheduler, seed,
                          batch_size, paste, length_policy, pads, audio_offset, detector):

@@ -8,7 +8,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 from .estimates import format_duration
 
@@ -54,28 +54,34 @@ class StopSwitch:
     """Per browser session: a flag that Stop raises and the session's running job checks."""
 
     def __init__(self):
-        self._flags: Dict[str, threading.Event] = {}
+        self._jobs: Dict[str, Tuple[threading.Event, threading.Event]] = {}  # session: (stop, done)
         self._lock = threading.Lock()
 
     def start(self, session: str) -> threading.Event:
-        """A fresh, lowered flag for the job ``session`` starts now."""
+        """A fresh, lowered stop flag for the job ``session`` starts now."""
         with self._lock:
-            flag = self._flags[session] = threading.Event()
-            return flag
+            stop, done = self._jobs[session] = (threading.Event(), threading.Event())
+            return stop
 
-    def stop(self, session: str) -> bool:
-        """Raise the flag of ``session``'s job; False when it has none running."""
+    def stop(self, session: str, wait: float = 8.0) -> bool:
+        """Raise the flag of ``session``'s job and wait up to ``wait`` s for it to end; False when none runs."""
         with self._lock:
-            flag = self._flags.get(session)
-        if flag is None or flag.is_set():
+            job = self._jobs.get(session)
+        if job is None:
             return False
-        flag.set()
+        stop, done = job
+        stop.set()
+        done.wait(wait)
         return True
 
     def finish(self, session: str, flag: threading.Event) -> None:
+        """The job that ``start`` gave ``flag`` has ended (and cleaned up)."""
         with self._lock:
-            if self._flags.get(session) is flag:
-                del self._flags[session]
+            job = self._jobs.get(session)
+            if job is not None and job[0] is flag:
+                del self._jobs[session]
+        if job is not None:
+            job[1].set()
 
 
 def progress_reporter(progress: Callable, stop: Optional[threading.Event] = None,

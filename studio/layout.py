@@ -23,7 +23,8 @@ EXAMPLES = [[str(ASSETS / "example_face.mp4"), None, str(ASSETS / "example_speec
             [None, str(ASSETS / "example_face.png"), str(ASSETS / "example_speech.wav")]]
 
 CSS = """
-.step-tip { color: var(--body-text-color-subdued); font-size: var(--text-sm); }
+.step-tip { color: var(--body-text-color); opacity: 0.75; font-size: var(--text-md); }
+@media (min-width: 900px) { #results { position: sticky; top: 8px; align-self: flex-start; } }
 #info { padding: 8px 12px; border-radius: 8px; background: var(--background-fill-secondary); }
 #face-message, #speech-message { color: #b45309; font-weight: 600; }
 #job-status { min-height: 64px; }
@@ -75,11 +76,10 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
         result = gr.Video(label="Result", interactive=False, elem_id="result", render=False, height=480)
         report_md = gr.Markdown(elem_id="report", render=False)
 
-        with gr.Accordion(texts.EXAMPLES_TITLE, open=True, elem_id="examples"):
-            gr.Examples(examples=EXAMPLES, inputs=[video, photo, audio], examples_per_page=4,
-                        fn=h.example_job if cache_examples else None,
-                        outputs=[side_by_side, result, report_md] if cache_examples else None,
-                        cache_examples=bool(cache_examples), cache_mode=cache_examples or "eager")
+        gr.Examples(examples=EXAMPLES, inputs=[video, photo, audio], examples_per_page=4, label=texts.EXAMPLES_TITLE,
+                    fn=h.example_job if cache_examples else None,
+                    outputs=[side_by_side, result, report_md] if cache_examples else None,
+                    cache_examples=bool(cache_examples), cache_mode=cache_examples or "eager", elem_id="examples")
 
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=340, elem_id="controls"):
@@ -201,7 +201,7 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
 
         def refresh_info(event):
             """After ``event``: the info line at once, then with a time estimate (timing the model once)."""
-            event.then(h.on_info, info_inputs, info, **private).then(
+            event.then(h.on_info, info_inputs, info, show_progress="hidden", **private).then(
                 h.on_info_timed, info_inputs, info, concurrency_id="model", show_progress="hidden", **private)
 
         face_inputs = [video, photo, own_reference, reference_frame, detector, pads]
@@ -215,10 +215,10 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
         own_reference.change(lambda own: gr.update(visible=not own), own_reference, reference_frame, **private)
         detector.change(h.on_reference, check_inputs, check_outputs, concurrency_id="preview", **private)
         pads.submit(h.on_reference, check_inputs, check_outputs, concurrency_id="preview", **private)
-        refresh_info(audio.change(h.on_speech, audio, speech_message, **private))
+        refresh_info(audio.change(h.on_speech, audio, speech_message, show_progress="hidden", **private))
         refresh_info(preset.change(lambda p: gr.update(visible=p == CUSTOM), preset, custom_row, **private))
         for control in (steps, scheduler, length_policy, score):
-            control.change(h.on_info, info_inputs, info, **private).then(
+            control.change(h.on_info, info_inputs, info, show_progress="hidden", **private).then(
                 h.on_info_timed, info_inputs, info, concurrency_id="model", show_progress="hidden", **private)
         refresh_info(compare_wav2lip.change(lambda on: gr.update(visible=on), compare_wav2lip, wav2lip_video,
                                             **private))
@@ -232,7 +232,7 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
             h.on_run, [*job_inputs, compare_wav2lip, wav2lip_video, score, mouth_zoom],
             [status, side_by_side, result, download, report_md, scores, report_json, result_tabs, face_message,
              speech_message], concurrency_id="model", show_progress_on=[status], js=SCROLL_TO_RESULTS_JS, **private)
-        run_event.then(h.on_info, info_inputs, info, **private)
+        run_event.then(h.on_info, info_inputs, info, show_progress="hidden", **private)
         stop_button.click(h.on_stop, None, status, cancels=[run_event], queue=False, **private)
     demo.queue(max_size=queue_size, default_concurrency_limit=1)
     return demo
