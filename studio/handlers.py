@@ -63,7 +63,7 @@ def plain(exc: Exception) -> str:
     if isinstance(exc, WeightsUnavailableError) or "--" in message or "LIPSYNC_" in message:
         return ("A model this job needs could not be loaded on this server. Try again later, or switch "
                 "off the comparison and the score.")
-    return message[:1].upper() + message[1:]
+    return message
 
 
 @contextlib.contextmanager
