@@ -29,7 +29,10 @@ CSS = """
 #face-message, #speech-message { color: #b45309; font-weight: 600; }
 #job-status { min-height: 64px; }
 #consent { font-size: var(--text-sm); }
-@media (max-width: 640px) { #face-check img { max-height: 240px; } }
+@media (max-width: 640px) {
+  #examples table { table-layout: fixed; width: 100%; }
+  #examples td, #examples th { word-break: break-word; padding: 4px; }
+}
 """
 
 # on a phone the results sit below the controls: bring them into view when a job starts
@@ -145,9 +148,9 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
                     detector = gr.Dropdown(list(DETECTORS), value=default_detector, label="Face detector",
                                            info="s3fd: accurate; opencv: quick")
                 with gr.Row():
-                    preview_button = gr.Button("Preview first frame", elem_id="preview-first")
-                    run_button = gr.Button("Generate", variant="primary", elem_id="run")
-                    stop_button = gr.Button("Stop", variant="stop", elem_id="stop")
+                    preview_button = gr.Button("Preview first frame", elem_id="preview-first", scale=2)
+                    run_button = gr.Button("Generate", variant="primary", elem_id="run", scale=2)
+                    stop_button = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
 
             with gr.Column(scale=1, min_width=340, elem_id="results"):
                 status = gr.Markdown(texts.READY, elem_id="job-status")

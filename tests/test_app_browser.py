@@ -287,18 +287,22 @@ def test_user_session(browser, served, media_dir, tmp_path):
         time.sleep(0.2)
     assert not new, f"the stopped job left {new}"
     assert time.monotonic() - started < 10
-    clear_component(page, "speech")
-    page.locator("#speech input[type=file]").set_input_files(speech)
-    page.wait_for_timeout(500)
-    page.locator("#run").click()
-    wait_text(page, "#job-status", "Done", timeout=JOB_TIMEOUT_MS)
 
-    # 8. The photo example goes into the Photo tab, which opens
+    # 8. The photo example goes into the Photo tab, which opens; then a new job runs (short speech, mouths zoomed)
     page.locator("#examples tbody tr").nth(1).click()
     page.locator("#face-tabs [role=tab][aria-selected=true]", has_text="Photo").wait_for()
     page.locator("#face-photo img").wait_for()
     page.locator("#face-check img").wait_for()
-
+    wait_text(page, "#info", "photo, 5.7 s speech")
+    clear_component(page, "speech")
+    page.locator("#speech input[type=file]").set_input_files(speech)
+    wait_text(page, "#info", "photo, 1.2 s speech")
+    page.get_by_label("Zoom on the mouths").check()
+    page.locator("#run").click()
+    wait_text(page, "#job-status", "Done", timeout=JOB_TIMEOUT_MS)
+    page.get_by_role("tab", name="Side by side").click()
+    page.wait_for_function("() => { const v = document.querySelector('#side-by-side video');"
+                           " return v && v.videoHeight === 256 + 128 + 32; }")  # photo, its mouth strip, captions
     shot = tmp_path / "app.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 50_000  # a real page, not a blank one
@@ -331,6 +335,13 @@ def test_phone_layout_and_faceless_photo(browser, served, tmp_path):
     page.locator("#face-check img").wait_for()
     page.locator("#face-message").wait_for(state="hidden")
     wait_text(page, "#info", "about", timeout=60_000)
+    # Generate brings the results into view (they sit below the controls on a phone); Stop ends the job
+    page.locator("#run").click()
+    page.wait_for_timeout(1500)
+    box = page.locator("#results").bounding_box()
+    assert box["y"] < 844 and box["y"] + box["height"] > 0, f"the results are out of view ({box})"
+    page.locator("#stop").click()
+    wait_text(page, "#job-status", "Stopped", timeout=10_000)
     width = page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 390, f"the page is {width} px wide on a 390 px screen"
     for elem_id in ("run", "stop", "results"):
