@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     # (build_demo imports `spaces`, if any, before torch touches CUDA)
     if args.preload:
         engine.pipeline  # noqa: B018 - ZeroGPU wants the weights in the main process before the first job
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, mcp_server=args.mcp_server,
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, mcp_server=args.mcp_server or None,
                 max_file_size=int(args.max_upload_mb * 1024 * 1024) if args.max_upload_mb > 0 else None)
 
 
