@@ -207,27 +207,37 @@ class Handlers:
 
     # -- the face, the speech and the info line --------------------------------------------------------------
     def on_face(self, video, photo, own_reference, reference_frame, detector, pads):
-        """After an upload: reference slider, face check, the note beside the face, the tab that shows it."""
+        """After an upload: reference slider, face check, the note beside the face, the tab that shows it,
+        the number of frames."""
         path = video or photo
         tab = gr.update(selected="photo" if photo and not video else "video") if path else gr.update()
         if not path:
-            return gr.update(maximum=1, value=0), None, note(""), tab
+            return gr.update(maximum=1, value=0), None, note(""), tab, 1
         try:
             count = self.face_frames(path)
             last = max(count - 1, 0)
             index = min(int(reference_frame or 0), last) if not own_reference else 0
             image, found = self.engine.face_check(path, index, JobOptions(detector=detector, pads=parse_pads(pads)))
         except gr.Error as exc:
-            return gr.update(), None, note(exc.message), tab
+            return gr.update(), None, note(exc.message), tab, gr.update()
         except LipSyncError as exc:
-            return gr.update(maximum=1, value=0), None, note(plain(exc)), tab
+            return gr.update(maximum=1, value=0), None, note(plain(exc)), tab, 1
         message = ""
         if not found:
             message = ("No face was found in this photo. Use a photo where one face is clearly visible and "
                        "facing the camera." if count == 1 else
                        f"No face was found in frame {index} of this video. Choose another reference frame, or "
                        "a video where the face is clearly visible.")
-        return gr.update(maximum=max(last, 1), value=index), image, note(message), tab
+        return gr.update(maximum=max(last, 1), value=index), image, note(message), tab, count
+
+    @staticmethod
+    def clamp_frame(value, frames):
+        """A typed reference frame (raw, unchecked) clamped to 0 .. frames - 1, so box and slider agree."""
+        try:
+            index = int(round(float(value)))
+        except (TypeError, ValueError):
+            index = 0
+        return min(max(index, 0), max(int(frames or 1) - 1, 0))
 
     def on_reference(self, video, photo, reference_frame, detector, pads):
         """A moved or typed reference frame: clamp it to the clip and show that frame's face check."""

@@ -208,13 +208,16 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
                 h.on_info_timed, info_inputs, info, concurrency_id="model", show_progress="hidden", **private)
 
         face_inputs = [video, photo, own_reference, reference_frame, detector, pads]
-        face_outputs = [reference_frame, face_check, face_message, face_tabs]
+        frames = gr.State(1)  # frames of the face upload (1: a photo)
+        face_outputs = [reference_frame, face_check, face_message, face_tabs, frames]
         for face_input in (video, photo):
             refresh_info(face_input.change(h.on_face, face_inputs, face_outputs, concurrency_id="preview", **private))
         check_inputs = [video, photo, reference_frame, detector, pads]
         check_outputs = [reference_frame, face_check, face_message]
-        reference_frame.input(h.on_reference, check_inputs, check_outputs, concurrency_id="preview",
-                              trigger_mode="always_last", show_progress="minimal", **private)
+        # a typed number arrives unchecked (preprocess=False): clamp it first, then check that frame
+        reference_frame.input(h.clamp_frame, [reference_frame, frames], reference_frame, preprocess=False,
+                              trigger_mode="always_last", show_progress="hidden", **private).then(
+            h.on_reference, check_inputs, check_outputs, concurrency_id="preview", show_progress="minimal", **private)
         own_reference.change(lambda own: gr.update(visible=not own), own_reference, reference_frame, **private)
         detector.change(h.on_reference, check_inputs, check_outputs, concurrency_id="preview", **private)
         pads.submit(h.on_reference, check_inputs, check_outputs, concurrency_id="preview", **private)

@@ -219,6 +219,15 @@ def test_user_session(browser, served, media_dir, tmp_path):
     check = image_at(page, page.locator("#face-check img").get_attribute("src"))
     green = (check[..., 1] > 200) & (check[..., 0] < 80) & (check[..., 2] < 80)
     assert check.shape[:2] == (524, 524) and green.sum() > 100  # the green face box is drawn
+    # a typed frame number past the end is clamped to the last frame, and the check shows that frame
+    second_check = page.locator("#face-check img").get_attribute("src")
+    number = page.locator("#reference-frame input[type=number]")
+    number.fill("500")
+    number.press("Enter")
+    page.wait_for_function("(old) => { const img = document.querySelector('#face-check img');"
+                           " return img && img.src !== old; }", arg=second_check)
+    assert number.input_value() == "121"
+    assert page.locator("#reference-frame input[type=range]").input_value() == "121"
     page.get_by_label("Each frame is its own reference").check()
     page.locator("#reference-frame").wait_for(state="hidden")
 
