@@ -1,8 +1,8 @@
 """What each control of the page does: thin calls into ``LipSyncEngine`` that answer in plain words.
 
 ``Handlers`` holds the one engine, the job folders, the Stop switch and the speed meter. UI handlers
-return component updates (messages go beside the input they concern); the typed API functions
-(``api_lipsync``, ``api_preview``) raise ``gr.Error`` instead.
+return component updates (messages go beside the input they concern); the typed API (``studio.api``)
+raises ``gr.Error`` instead.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Literal, Optional, Tuple
+from typing import Optional, Tuple
 
 import gradio as gr
 
@@ -125,19 +125,22 @@ class Handlers:
         return self.meter.calibrate(self.engine)
 
     # -- facts about inputs ----------------------------------------------------------------------------------
+    def _remember(self, key, compute):
+        if key not in self._media:
+            if len(self._media) > 256:  # uploads come and go: keep the memo small
+                self._media.clear()
+            self._media[key] = compute()
+        return self._media[key]
+
     def media_seconds(self, path) -> float:
+        """Duration of an uploaded file in seconds (probed once per path)."""
         from lipsync.video import probe_duration
 
-        key = ("seconds", str(path))
-        if key not in self._media:
-            self._media[key] = probe_duration(path)
-        return self._media[key]
+        return self._remember(("seconds", str(path)), lambda: probe_duration(path))
 
     def face_frames(self, path) -> int:
-        key = ("frames", str(path))
-        if key not in self._media:
-            self._media[key] = self.engine.frame_count(path)
-        return self._media[key]
+        """Frames of a face upload (1 for a photo; counted once per path)."""
+        return self._remember(("frames", str(path)), lambda: self.engine.frame_count(path))
 
     def availability(self) -> dict:
         """{"wav2lip": (ok, reason), "syncnet": (ok, reason)}: can their weights be had now (answers in ~3 s)."""
@@ -256,6 +259,7 @@ class Handlers:
         return gr.update(value=index), image, note(message)
 
     def on_speech(self, audio):
+        """The note beside the speech input after an upload or recording."""
         return note(self.speech_problem(audio))
 
     def info_text(self, video, photo, audio, preset, steps, length_policy, compare_wav2lip, score,
@@ -277,12 +281,18 @@ class Handlers:
         what = "photo" if is_photo else f"{video_seconds:.1f} s video"
         options = self.make_options(preset=preset, steps=steps, length_policy=length_policy)
         scheduler, n_steps, _ = options.sampling()
+        unavailable = False
         if calibrate and not self.meter.known:
-            with user_errors("timing the model"):
+            try:
                 self.calibrate()
+            except LipSyncError as exc:  # e.g. the weights cannot be downloaded: the job will say so
+                logger.warning("timing the model: %s", exc)
+                unavailable = True
         seconds = self.meter.estimate(plan.frames, options)
         sampling = f"{n_steps} step{'s' if n_steps != 1 else ''}" + (f" ({options.preset})" if options.preset else "")
-        if seconds is None:
+        if seconds is None and unavailable:
+            when = f"{sampling}; no time estimate, since the model could not be loaded yet"
+        elif seconds is None:
             when = f"timing the model on this machine for {sampling}…"
         else:
             when = f"**{format_duration(seconds)}** at {sampling} on this machine"
@@ -292,9 +302,11 @@ class Handlers:
         return f"**{what}, {speech:.1f} s speech** → {plan.how} ({plan.frames} frames, {plan.seconds:.1f} s); {when}."
 
     def on_info(self, *args):
+        """The info line at once (an estimate only if the speed is known)."""
         return self.info_text(*args)
 
     def on_info_timed(self, *args):
+        """The info line with an estimate, timing the model first if nothing is known yet."""
         return self.info_text(*args, calibrate=True)
 
     # -- jobs ------------------------------------------------------------------------------------------------
@@ -369,6 +381,7 @@ class Handlers:
         return str(report.side_by_side), str(report.output), report_markdown(data)
 
     def on_stop(self, request: gr.Request):
+        """Stop this session's job; returns the status line once it has ended (or after 8 s)."""
         if self.stops.stop(request.session_hash or ""):
             return "Stopped. Nothing was kept; change what you like and press Generate again."
         return "Nothing is running."
@@ -388,99 +401,6 @@ class Handlers:
         with user_errors("the first-frame preview"):
             return self.preview_job(face, audio, options), gr.update(selected="first-frame")
 
-    # -- the typed API ---------------------------------------------------------------------------------------
-    def api_lipsync(self, audio: str, video: Optional[str] = None, photo: Optional[str] = None,
-                    preset: Optional[str] = None, steps: int = 25, reference_frame: Optional[int] = None,
-                    seed: int = 7, scheduler: str = "ddim", batch_size: int = 8, paste: str = "mouth",
-                    length_policy: str = "pingpong", pads: str = "0,0,0,0", audio_offset: int = 0,
-                    detector: str = "s3fd", compare_wav2lip: bool = False, wav2lip_video: Optional[str] = None,
-                    score: bool = False, mouth_zoom: bool = False, request: gr.Request = None,
-                    progress=gr.Progress()):
-        """Lip-sync a face video (or a still photo) to speech with Diff2Lip.
-
-        Args:
-            audio: the speech (wav/mp3/m4a or a video with sound); sets the length of the result.
-            video: face video (mp4/mov/mkv/webm); give this or photo.
-            photo: still face photo (png/jpg), used when no video is given.
-            preset: "paper" (DDIM 25 steps), "fast" or "draft"; empty: steps and scheduler apply.
-            steps: sampling steps (1-1000) when no preset is given; 25 is the paper's.
-            reference_frame: frame index shown to the model as the reference face; empty: each frame is its own.
-            seed: seed of the one initial noise shared by all frames (7 is the paper's).
-            scheduler: ddim, dpm, unipc or euler, when no preset is given.
-            batch_size: frames per model call.
-            paste: "mouth" (only the generated lower half, feathered) or "box" (the whole face box).
-            length_policy: when the speech is longer than the video: pingpong, loop or shortest.
-            pads: face box padding in pixels, "top,bottom,left,right".
-            audio_offset: frames; positive makes the lips follow the audio later.
-            detector: face detector, s3fd or opencv.
-            compare_wav2lip: also run Wav2Lip: the side-by-side becomes source | Wav2Lip | Diff2Lip.
-            wav2lip_video: your own Wav2Lip result to show as the middle panel instead.
-            score: LSE-D / LSE-C lip-sync scores (SyncNet) in the report.
-            mouth_zoom: add a zoomed strip of each mouth to the side-by-side.
-
-        Returns:
-            result: the lip-synced video (MP4 with the speech).
-            side_by_side: source | (Wav2Lip |) Diff2Lip with captions (MP4).
-            report: frames, fps, duration, length, faces, seconds, settings and scores as JSON.
-        """
-        face = video or photo
-        if not face:
-            raise gr.Error("Give a face video or a face photo.", print_exception=False)
-        if not audio:
-            raise gr.Error("Give some speech (audio).", print_exception=False)
-        problem = self.speech_problem(audio)
-        if problem:
-            raise gr.Error(problem, print_exception=False)
-        options = self.make_options(
-            preset=preset, steps=steps, reference_frame=reference_frame, seed=seed, scheduler=scheduler,
-            batch_size=batch_size, paste=paste, length_policy=length_policy, pads=pads, audio_offset=audio_offset,
-            detector=detector, compare_wav2lip=compare_wav2lip, wav2lip_video=wav2lip_video, score=score,
-            mouth_zoom=mouth_zoom)
-        session = getattr(request, "session_hash", None) or ""
-        with user_errors("lip-sync"):
-            try:
-                report, data = self.lipsync(face, audio, options, progress, session)
-            except JobCancelled as exc:
-                raise gr.Error("The job was stopped.", print_exception=False) from exc
-        return str(report.output), str(report.side_by_side) if report.side_by_side else None, data
-
-    def api_preview(self, audio: str, video: Optional[str] = None, photo: Optional[str] = None,
-                    preset: Optional[str] = None, steps: int = 25, reference_frame: Optional[int] = None,
-                    seed: int = 7, scheduler: str = "ddim", batch_size: int = 8, paste: str = "mouth",
-                    length_policy: str = "pingpong", pads: str = "0,0,0,0", audio_offset: int = 0,
-                    detector: str = "s3fd"):
-        """The first frame lip-synced (one frame through the model): a quick check of crop, mask and reference.
-
-        Args:
-            audio: the speech.
-            video: face video; give this or photo.
-            photo: still face photo.
-            preset: "paper", "fast" or "draft"; empty: steps and scheduler apply.
-            steps: sampling steps when no preset is given.
-            reference_frame: reference face frame; empty: each frame is its own.
-            seed: seed of the initial noise.
-            scheduler: ddim, dpm, unipc or euler.
-            batch_size: frames per model call.
-            paste: mouth or box.
-            length_policy: pingpong, loop or shortest.
-            pads: face box padding "top,bottom,left,right".
-            audio_offset: frames.
-            detector: s3fd or opencv.
-
-        Returns:
-            image: the first frame of the result (PNG).
-        """
-        face = video or photo
-        if not face or not audio:
-            raise gr.Error("Give a face (video or photo) and some speech (audio).", print_exception=False)
-        options = self.make_options(
-            preset=preset, steps=steps, reference_frame=reference_frame, seed=seed, scheduler=scheduler,
-            batch_size=batch_size, paste=paste, length_policy=length_policy, pads=pads, audio_offset=audio_offset,
-            detector=detector)
-        with user_errors("the first-frame preview"):
-            return self.preview_job(face, audio, options)
-
 
 PRESET_CHOICES = [(f"{p.name}: {p.description}", p.name) for p in PRESETS.values()] + \
     [("custom: choose the steps and the scheduler", CUSTOM)]
-PresetName = Literal["paper", "fast", "draft"]

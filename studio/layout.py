@@ -16,6 +16,7 @@ from lipsync.faces import DETECTORS
 from lipsync.presets import DEFAULT_PRESET, PRESETS
 
 from . import texts
+from .api import Api
 from .handlers import CUSTOM, PRESET_CHOICES, Handlers
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -193,9 +194,10 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
             api_out = [gr.Video(label="result"), gr.Video(label="side_by_side"), gr.JSON(label="report")]
             api_image = gr.Image(label="image")
             api_button = gr.Button("api")
-        api_button.click(h.api_lipsync, [*api_in.values(), *api_extra.values()], api_out, api_name="lipsync",
+        api = Api(h)
+        api_button.click(api.lipsync, [*api_in.values(), *api_extra.values()], api_out, api_name="lipsync",
                          concurrency_id="model")
-        api_button.click(h.api_preview, list(api_in.values()), api_image, api_name="preview_first_frame",
+        api_button.click(api.preview, list(api_in.values()), api_image, api_name="preview_first_frame",
                          concurrency_id="model")
 
         # -- the page's events -------------------------------------------------------------------------------
