@@ -237,10 +237,11 @@ class Handlers:
     def clamp_frame(value, frames):
         """A typed reference frame (raw, unchecked) clamped to 0 .. frames - 1, so box and slider agree."""
         try:
-            index = int(round(float(value)))
+            number = float(value)
         except (TypeError, ValueError):
-            index = 0
-        return min(max(index, 0), max(int(frames or 1) - 1, 0))
+            number = 0.0
+        index = min(max(int(round(number)), 0), max(int(frames or 1) - 1, 0))
+        return gr.update() if number == index else index  # in range: leave a dragged slider alone
 
     def on_reference(self, video, photo, reference_frame, detector, pads):
         """A moved or typed reference frame: clamp it to the clip and show that frame's face check."""
