@@ -30,6 +30,7 @@ logger = logging.getLogger("diff2lip.app")
 
 CUSTOM = "custom"  # the preset choice that shows the steps and scheduler controls
 MIN_SPEECH_SECONDS = 0.2
+COMPILE_SUPPORTED = "compile" in JobOptions.__dataclass_fields__  # an engine that can torch.compile the UNet
 
 
 def parse_pads(text: Optional[str]) -> Tuple[int, int, int, int]:
@@ -182,7 +183,8 @@ class Handlers:
     # -- options ---------------------------------------------------------------------------------------------
     def make_options(self, *, preset=None, steps=25, reference_frame=None, seed=7, scheduler="ddim", batch_size=8,
                      paste="mouth", length_policy="pingpong", pads="0,0,0,0", audio_offset=0, detector="s3fd",
-                     compare_wav2lip=False, wav2lip_video=None, score=False, mouth_zoom=False) -> JobOptions:
+                     compare_wav2lip=False, wav2lip_video=None, score=False, mouth_zoom=False,
+                     compile_model=False) -> JobOptions:
         """JobOptions from control values (``preset`` None or "custom": ``steps`` and ``scheduler`` apply)."""
         options = JobOptions(
             preset=None if preset in (None, "", CUSTOM) else preset, num_inference_steps=int(steps or 25),
@@ -192,6 +194,8 @@ class Handlers:
             side_by_side=True, max_seconds=self.max_seconds, compare_wav2lip=bool(compare_wav2lip),
             wav2lip_checkpoint=self.wav2lip_checkpoint, wav2lip_video=wav2lip_video or None, score=bool(score),
             syncnet_checkpoint=self.syncnet_checkpoint, mouth_zoom=bool(mouth_zoom))
+        if compile_model and COMPILE_SUPPORTED:
+            options.compile = True
         try:
             options.validate()
         except ValueError as exc:
@@ -333,7 +337,7 @@ class Handlers:
 
     def on_run(self, video, photo, audio, own_reference, reference_frame, preset, steps, scheduler, seed,
                batch_size, paste, length_policy, pads, audio_offset, detector, compare_wav2lip, wav2lip_video,
-               score, mouth_zoom, request: gr.Request, progress=gr.Progress()):
+               score, mouth_zoom, compile_model, request: gr.Request, progress=gr.Progress()):
         """Generate from the page. Returns (status, side by side, result, download, report table, scores,
         report JSON, result tab, face note, speech note)."""
         skip = gr.update()
@@ -349,7 +353,8 @@ class Handlers:
             preset=preset, steps=steps, reference_frame=None if own_reference else reference_frame, seed=seed,
             scheduler=scheduler, batch_size=batch_size, paste=paste, length_policy=length_policy, pads=pads,
             audio_offset=audio_offset, detector=detector, compare_wav2lip=compare_wav2lip,
-            wav2lip_video=wav2lip_video if compare_wav2lip else None, score=score, mouth_zoom=mouth_zoom)
+            wav2lip_video=wav2lip_video if compare_wav2lip else None, score=score, mouth_zoom=mouth_zoom,
+            compile_model=compile_model)
         face = video or photo
         try:
             report, data = self.lipsync(face, audio, options, progress, request.session_hash or "")

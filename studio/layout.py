@@ -17,7 +17,7 @@ from lipsync.presets import DEFAULT_PRESET, PRESETS
 
 from . import texts
 from .api import Api
-from .handlers import CUSTOM, PRESET_CHOICES, Handlers
+from .handlers import COMPILE_SUPPORTED, CUSTOM, PRESET_CHOICES, Handlers
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EXAMPLES = [[str(ASSETS / "example_face.mp4"), None, str(ASSETS / "example_speech.wav")],
@@ -148,6 +148,8 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
                                              info="positive: the lips follow the audio later")
                     detector = gr.Dropdown(list(DETECTORS), value=default_detector, label="Face detector",
                                            info="s3fd: accurate; opencv: quick")
+                    compile_model = gr.Checkbox(False, label="Compile the model", visible=COMPILE_SUPPORTED,
+                                                info="faster jobs after a one-time warm-up of several minutes")
                 with gr.Row():
                     preview_button = gr.Button("Preview first frame", elem_id="preview-first", scale=2)
                     run_button = gr.Button("Generate", variant="primary", elem_id="run", scale=2)
@@ -237,7 +239,7 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
         preview_button.click(h.on_preview_first, job_inputs, [first_frame, result_tabs], concurrency_id="model",
                              **private)
         run_event = run_button.click(
-            h.on_run, [*job_inputs, compare_wav2lip, wav2lip_video, score, mouth_zoom],
+            h.on_run, [*job_inputs, compare_wav2lip, wav2lip_video, score, mouth_zoom, compile_model],
             [status, side_by_side, result, download, report_md, scores, report_json, result_tabs, face_message,
              speech_message], concurrency_id="model", show_progress_on=[status], js=SCROLL_TO_RESULTS_JS, **private)
         run_event.then(h.on_info, info_inputs, info, show_progress="hidden", **private)
