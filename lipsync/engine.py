@@ -69,6 +69,7 @@ class JobOptions:
     overlap: bool = True  # decode ahead of and paste/encode behind the model in threads (same output)
     detector: str = "s3fd"
     side_by_side: bool = True
+    mouth_zoom: bool = False  # the side-by-side gets a zoomed strip of each panel's mouth
     chunk_frames: int = 32
     max_seconds: Optional[float] = None
     # comparison and scores (lipsync.compare)
@@ -471,6 +472,10 @@ class LipSyncEngine:
 
         Needs no model. Returns (H, W, 3) uint8 RGB; a frame without a face carries a red note instead.
         """
+        return self.face_check(video, frame_index, options)[0]
+
+    def face_check(self, video, frame_index: int = 0, options: Optional[JobOptions] = None) -> Tuple[np.ndarray, bool]:
+        """(``preview_frame`` image, whether a face was found in that frame)."""
         options = options or JobOptions()
         source = FrameSource(Path(video))
         index = int(np.clip(frame_index, 0, source.num_frames - 1))
@@ -480,11 +485,11 @@ class LipSyncEngine:
         canvas = frame.copy()
         if len(detections[0]) == 0:
             cv2.putText(canvas, "no face found", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 0, 0), 3)
-            return canvas
+            return canvas, False
         usable = detections[0][face_ops.mouth_in_frame(detections[0], frame.shape)]  # keypoints: whole mouth seen
         if len(usable) == 0:
             cv2.putText(canvas, "mouth out of the picture", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 0, 0), 3)
-            return canvas
+            return canvas, False
         boxes, _ = face_ops.select_main_face([usable])
         x1, y1, x2, y2 = face_ops.pad_boxes(boxes, options.pads, frame.shape)[0].astype(int)
         mid = y1 + (y2 - y1) // 2
@@ -492,7 +497,25 @@ class LipSyncEngine:
         canvas[mid:y2, x1:x2] = (0.55 * shade + 0.45 * np.array([255, 0, 160])).astype(np.uint8)
         thickness = max(2, frame.shape[0] // 300)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 255, 0), thickness)
-        return canvas
+        return canvas, True
+
+    def seconds_per_frame_step(self, frames: int = 4, steps: int = 2) -> float:
+        """Measure the loaded model: seconds of one sampling step for one frame (``frames`` random faces,
+        ``steps`` steps, one batch). Loads the model if needed; waits for a running job."""
+        import torch
+
+        rng = np.random.default_rng(0)
+        faces = rng.integers(0, 256, (frames, FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
+        mels = rng.standard_normal((frames, audio_io.DEFAULT_AUDIO.num_mels, 16)).astype(np.float32)
+        noise = torch.randn((1, 3, FACE_SIZE, FACE_SIZE), generator=torch.Generator().manual_seed(0))
+        with self._lock:
+            pipe = self.pipeline
+            pipe(faces=faces[:1], reference_faces=faces[:1], mels=mels[:1], num_inference_steps=1, latents=noise,
+                 batch_size=1, output_type="uint8", progress_bar=False)  # warm-up
+            start = time.perf_counter()
+            pipe(faces=faces, reference_faces=faces, mels=mels, num_inference_steps=steps, latents=noise,
+                 batch_size=frames, output_type="uint8", progress_bar=False)
+            return (time.perf_counter() - start) / (frames * steps)
 
     def preview_first_frame(self, video, audio, options: Optional[JobOptions] = None) -> np.ndarray:
         """Frame 0 lip-synced (the model runs on one frame): check crop, mask and reference quickly."""
@@ -727,7 +750,7 @@ class LipSyncEngine:
             labels = ("source", "Wav2Lip", "Diff2Lip") if comparison is not None else ("source", "Diff2Lip")
             sbs_writer = None
             if sbs is not None:
-                sbs_size = (len(labels) * size[0] + (size[0] % 2), size[1])
+                sbs_size = video_io.comparison_layout(size, len(labels), mouth_zoom=options.mouth_zoom).size
                 sbs_writer = stack.enter_context(video_io.VideoWriter(sbs, fps, sbs_size, audio_path=audio,
                                                                       colors=colors))
             position = [0]  # output frames written so far
@@ -746,7 +769,8 @@ class LipSyncEngine:
                     writer.write(result)
                     if sbs_writer is not None:
                         streams = [frames, result] if wav2lip is None else [frames, wav2lip, result]
-                        panels = video_io.side_by_side(streams, labels=labels)
+                        mouths = plan.boxes[plan.src[start:start + len(frames)]] if options.mouth_zoom else None
+                        panels = video_io.side_by_side(streams, labels=labels, mouth_boxes=mouths)
                         sbs_writer.write(_fit_width(panels, sbs_size[0]))
                 position[0] = start + len(frames)
 

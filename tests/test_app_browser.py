@@ -5,9 +5,11 @@ Uses Debian's chromium (/usr/bin/chromium, or $LIPSYNC_CHROMIUM) or, failing tha
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -48,19 +50,21 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_pipeline_dir, comparison_weights):
+def served(tiny_pipeline_dir, comparison_weights, tmp_path_factory):
+    """(url, folder of the job folders) of the app over the tiny model, with (random) comparison weights."""
     import app
     from lipsync.engine import LipSyncEngine
 
     engine = LipSyncEngine(checkpoint=tiny_pipeline_dir, device="cpu", detector="opencv")
     wav2lip_checkpoint, syncnet_checkpoint = comparison_weights  # random weights
-    demo = app.build_demo(engine, default_detector="opencv", max_seconds=30,
+    jobs = tmp_path_factory.mktemp("jobs")
+    demo = app.build_demo(engine, default_detector="opencv", max_seconds=30, jobs_dir=jobs,
                           wav2lip_checkpoint=str(wav2lip_checkpoint), syncnet_checkpoint=str(syncnet_checkpoint))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield url
+    yield url, jobs
     demo.close()
 
 
@@ -82,6 +86,17 @@ def drag_slider(page, elem_id: str, fraction: float) -> int:
     page.mouse.up()
     page.wait_for_timeout(200)
     return int(float(page.locator(f"#{elem_id} input[type=number]").input_value()))
+
+
+def visible(page, selector: str) -> bool:
+    locator = page.locator(selector)
+    return locator.count() > 0 and locator.first.is_visible()
+
+
+def wait_text(page, selector: str, text: str, timeout: float = 30_000):
+    """Wait until the element ``selector`` shows ``text`` (a substring); returns its text."""
+    page.locator(selector, has_text=text).first.wait_for(timeout=timeout)
+    return page.locator(selector).first.inner_text()
 
 
 def expect_toast(page, text: str) -> None:
@@ -134,32 +149,68 @@ PLAY_JS = """async (selector) => {
 }"""
 
 
-def test_user_session(browser, app_url, media_dir, tmp_path):
-    from lipsync.video import probe_duration
 
+STEP_TITLES = ["1 · Face", "2 · Speech", "3 · Check", "4 · Generate"]
+
+
+def caption_bands_readable(frame: np.ndarray, panel: tuple, labels: list) -> None:
+    """Each panel's caption band (below the picture) holds bright text on a dark band, centred in the panel."""
+    width, height = panel
+    band = frame[height:]
+    assert band.shape[0] >= 32, f"no caption band under the panels ({frame.shape})"
+    for i, label in enumerate(labels):
+        cell = band[:, i * width:(i + 1) * width].mean(axis=-1)
+        text = cell > 160
+        assert 0.02 < text.mean() < 0.5, f"{label}: no readable text in its band ({text.mean():.3f})"
+        assert cell[~text].mean() < 60, f"{label}: the band behind the text is not dark"
+        columns = np.flatnonzero(text.any(axis=0))
+        assert abs((columns.min() + columns.max()) / 2 - width / 2) < 0.1 * width, f"{label}: caption not centred"
+        assert columns.max() - columns.min() > 0.1 * width, f"{label}: caption too small to read"
+
+
+def test_user_session(browser, served, media_dir, tmp_path):
+    from lipsync.video import probe_duration, probe_video, read_frames
+
+    url, jobs = served
     fake = tmp_path / "holiday.mp4"
     fake.write_text("a text file, not a video")
     blip = cut_audio(media_dir / "tts_en.wav", tmp_path / "blip.wav", 0.05)
     speech = cut_audio(media_dir / "tts_en.wav", tmp_path / "speech.wav", 1.2, start=0.5)
+    long_speech = cut_audio(media_dir / "tts_en.wav", tmp_path / "long.wav", 6.0)
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(30_000)
-    page.goto(app_url)
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(url)
     page.get_by_text("Diff2Lip Studio").first.wait_for()
 
-    # 1. A bad upload: a toast names the file; then the upload is replaced by a real clip
+    # 0. The header links, the consent notice and the numbered steps with their tips
+    for name, href in (("Code", "github.com"), ("Paper", "arxiv.org/abs/2308.09716"), ("Model card", "diff2lip")):
+        assert href in page.get_by_role("link", name=name).first.get_attribute("href")
+    assert "Consent" in page.locator("#consent").inner_text()
+    for title in STEP_TITLES:
+        assert page.get_by_role("heading", name=title).is_visible(), title
+    assert "Green box" in page.locator("#step-check").inner_text()
+    # options that do not apply yet are hidden: the reference slider (each frame is its own reference),
+    # the Wav2Lip upload (no comparison), the steps (a preset decides them)
+    assert not visible(page, "#reference-frame") and not visible(page, "#wav2lip-video")
+    assert not visible(page, "#steps")
+    assert visible(page, "#compare-wav2lip") and visible(page, "#score")  # their weights exist here
+
+    # 1. A bad upload: the message sits beside the face input, the app goes on
     page.locator("#face-video input[type=file]").set_input_files(fake)
-    expect_toast(page, "holiday.mp4")
+    wait_text(page, "#face-message", "holiday.mp4")
     clear_component(page, "face-video")
     page.locator("#face-video input[type=file]").set_input_files(media_dir / CLIP)
-    # the reference-frame slider now spans the clip, and the face check shows the detected box
-    page.locator("#reference-frame [data-testid=max-value]", has_text="121").wait_for()
     page.locator("#face-check img").wait_for()
+    page.locator("#face-message").wait_for(state="hidden")
 
-    # 2. Both sliders: fewest steps; a reference frame a quarter into the clip (its face check updates)
-    steps = drag_slider(page, "steps", 0.0)
-    assert steps == 1, steps
+    # 2. The reference frame: shown once "each frame is its own reference" is off; it spans the clip, and
+    #    moving it refreshes the face check
     page.get_by_label("Each frame is its own reference").uncheck()
+    page.locator("#reference-frame").wait_for(state="visible")
+    page.locator("#reference-frame [data-testid=max-value]", has_text="121").wait_for()
     first_check = page.locator("#face-check img").get_attribute("src")
     reference = drag_slider(page, "reference-frame", 0.25)
     assert 15 <= reference <= 45
@@ -168,74 +219,145 @@ def test_user_session(browser, app_url, media_dir, tmp_path):
     check = image_at(page, page.locator("#face-check img").get_attribute("src"))
     green = (check[..., 1] > 200) & (check[..., 0] < 80) & (check[..., 2] < 80)
     assert check.shape[:2] == (524, 524) and green.sum() > 100  # the green face box is drawn
+    # a typed frame number past the end is clamped to the last frame, and the check shows that frame
+    second_check = page.locator("#face-check img").get_attribute("src")
+    number = page.locator("#reference-frame input[type=number]")
+    number.fill("500")
+    number.press("Enter")
+    page.wait_for_function("(old) => { const img = document.querySelector('#face-check img');"
+                           " return img && img.src !== old; }", arg=second_check)
+    assert number.input_value() == "121"
+    assert page.locator("#reference-frame input[type=range]").input_value() == "121"
+    page.get_by_label("Each frame is its own reference").check()
+    page.locator("#reference-frame").wait_for(state="hidden")
 
-    # 3. Speech that is far too short: the run fails with a clear message ...
+    # 3. Speech that is far too short: said beside the speech input on upload
     page.locator("#speech input[type=file]").set_input_files(blip)
-    page.locator("#speech audio, #speech [data-testid*=waveform] button").first.wait_for(state="attached")
-    page.locator("#run").click()
-    expect_toast(page, "0.2 s")
-
-    # 4. ... and the page still works: real speech, run again, both videos play
+    wait_text(page, "#speech-message", "0.2 s")
     clear_component(page, "speech")
     page.locator("#speech input[type=file]").set_input_files(speech)
+    page.locator("#speech-message").wait_for(state="hidden")
+
+    # 4. The info line: lengths, how the video covers the speech, and a time estimate for the paper's 25 steps;
+    #    with custom steps (now shown) the estimate follows
+    info = wait_text(page, "#info", "about", timeout=60_000)
+    assert "4.9 s video, 1.2 s speech" in info and "as long as the speech" in info and "30 frames" in info, info
+    assert re.search(r"about \d+ (s|min)\*?\*? at 25 steps", info), info
+    page.get_by_label("custom: choose the steps and the scheduler").check()
+    page.locator("#steps").wait_for(state="visible")
+    assert drag_slider(page, "steps", 0.0) == 1
+    info = wait_text(page, "#info", "at 1 step ")
+    assert re.search(r"about \d+ (s|min)", info), info
+
+    # 5. The comparison's own upload shows only under Compare
+    page.get_by_label("Compare with Wav2Lip").check()
+    page.locator("#wav2lip-video").wait_for(state="visible")
+    page.get_by_label("Compare with Wav2Lip").uncheck()
+    page.locator("#wav2lip-video").wait_for(state="hidden")
+
+    # 6. Generate: one status line with the stage; the side by side plays, its captions are readable
+    page.get_by_label("Zoom on the mouths").uncheck()
+    page.locator("#run").click()
+    wait_text(page, "#job-status", "Done", timeout=JOB_TIMEOUT_MS)
+    page.locator("#side-by-side video").wait_for()
+    state = page.evaluate(PLAY_JS, "#side-by-side video")
+    assert state["readyState"] >= 2 and state["advanced"] > 0, state
+    sbs = local_file(state["src"])
+    assert abs(probe_duration(sbs) - probe_duration(speech)) <= FRAME + 1e-3
+    assert probe_video(sbs).size[0] == 2 * 524
+    caption_bands_readable(read_frames(sbs, [10])[0], (524, 524), ["source", "Diff2Lip"])
+    assert page.locator("#download").is_enabled()
+    page.get_by_role("tab", name="Report").click()
+    report = page.locator("#report table").inner_text()
+    for row in ("Frames", "Length", "Faces", "Time", "Settings"):
+        assert row in report, report
+    assert "30 at 25 fps" in report and "custom: ddim 1 steps" in report, report
+
+    # 7. Stop: a longer job (6 s of speech, pingpong) stops within a few seconds, leaves no file, and the next
+    #    job runs
+    before = {p.name for p in jobs.iterdir()}
+    clear_component(page, "speech")
+    page.locator("#speech input[type=file]").set_input_files(long_speech)
+    page.locator("#speech audio, #speech [data-testid*=waveform] button").first.wait_for(state="attached")
     page.wait_for_timeout(500)
     page.locator("#run").click()
-    page.locator("#result video").wait_for(timeout=JOB_TIMEOUT_MS)
-    page.locator("#side-by-side video").wait_for(timeout=JOB_TIMEOUT_MS)
-    page.locator("#report table").wait_for()
+    page.locator("#job-status", has_text="lip-syncing").first.wait_for(timeout=JOB_TIMEOUT_MS)
+    bars = page.evaluate("() => [...document.querySelectorAll('.progress-text')].filter(e => e.offsetParent)"
+                         ".map(e => e.closest('[id]')?.id)")
+    assert bars == ["job-status"], bars  # the progress is drawn once, above the results, not on every output
+    started = time.monotonic()
+    page.locator("#stop").click()
+    wait_text(page, "#job-status", "Stopped", timeout=10_000)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        new = {p.name for p in jobs.iterdir()} - before
+        if not new:
+            break
+        time.sleep(0.2)
+    assert not new, f"the stopped job left {new}"
+    assert time.monotonic() - started < 10
 
-    expected = probe_duration(speech)
-    for elem_id, width in (("result", 524), ("side-by-side", 2 * 524)):
-        state = page.evaluate(PLAY_JS, f"#{elem_id} video")
-        assert state["readyState"] >= 2, f"{elem_id}: the browser cannot play the video ({state})"
-        assert state["advanced"] > 0, f"{elem_id}: play() did not advance the video ({state})"
-        assert state["width"] == width
-        produced = probe_duration(local_file(state["src"]))
-        assert abs(state["duration"] - produced) <= 0.05
-        assert abs(produced - expected) <= FRAME + 1e-3, f"{elem_id}: {produced:.3f} s for {expected:.3f} s of speech"
-    assert page.locator("#download a").first.get_attribute("href")  # the download link is there
-
-    # 5. An example row (public-domain face + espeak-ng speech; also the README screenshot), the chosen
-    #    reference frame kept, from the Advanced settings the "shortest" policy, a first-frame preview and
-    #    a second job
-    page.get_by_text("moving face + speech").click()
-    page.locator("#reference-frame [data-testid=max-value]", has_text="99").wait_for()
-    page.get_by_text("Advanced").click()
-    page.get_by_label("shortest").check()
-    page.get_by_role("button", name="Preview first frame").click()
-    page.locator("#first-frame img").wait_for(timeout=JOB_TIMEOUT_MS)
-    previous = page.locator("#result video").get_attribute("src")
+    # 8. The photo example goes into the Photo tab, which opens; then a new job runs (short speech, mouths zoomed)
+    page.locator("#examples tbody tr").nth(1).click()
+    page.locator("#face-tabs [role=tab][aria-selected=true]", has_text="Photo").wait_for()
+    page.locator("#face-photo img").wait_for()
+    page.locator("#face-check img").wait_for()
+    wait_text(page, "#info", "photo, 5.7 s speech")
+    clear_component(page, "speech")
+    page.locator("#speech input[type=file]").set_input_files(speech)
+    wait_text(page, "#info", "photo, 1.2 s speech")
+    page.get_by_label("Zoom on the mouths").check()
     page.locator("#run").click()
-    page.wait_for_function("(old) => { const v = document.querySelector('#result video');"
-                           " return v && v.src && v.src !== old; }", arg=previous, timeout=JOB_TIMEOUT_MS)
-    state = page.evaluate(PLAY_JS, "#result video")
-    assert state["readyState"] >= 2 and state["advanced"] > 0 and state["width"] == 256
-    assert abs(probe_duration(local_file(state["src"])) - 4.0) <= FRAME + 1e-3  # the 4 s clip is the shorter
-
+    wait_text(page, "#job-status", "Done", timeout=JOB_TIMEOUT_MS)
+    page.get_by_role("tab", name="Side by side").click()
+    page.wait_for_function("() => { const v = document.querySelector('#side-by-side video');"
+                           " return v && v.videoHeight === 256 + 128 + 32; }")  # photo, its mouth strip, captions
     shot = tmp_path / "app.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 50_000  # a real page, not a blank one
     if os.environ.get("LIPSYNC_UPDATE_SCREENSHOT"):  # refresh README's image on request only
         save_for_readme(shot, REPO / "docs" / "screenshot.png")
+    if os.environ.get("LIPSYNC_SCREENSHOTS"):  # for a person to look at
+        shutil.copy(shot, Path(os.environ["LIPSYNC_SCREENSHOTS"]) / "desktop.png")
+    assert not errors, errors
+    page.close()
 
-    # 6. The three-way comparison with scores, on 1.2 s of speech (pingpong again: the speech sets the length):
-    #    source | Wav2Lip | Diff2Lip plays, and the score table lists the three videos
-    clear_component(page, "speech")
-    page.locator("#speech input[type=file]").set_input_files(speech)
-    page.get_by_label("pingpong").check()
-    page.wait_for_timeout(500)
-    page.get_by_label("Compare with Wav2Lip").check()
-    page.get_by_label("Lip-sync score (LSE-D / LSE-C)").check()
-    previous = page.locator("#side-by-side video").get_attribute("src")
+
+def test_phone_layout_and_faceless_photo(browser, served, tmp_path):
+    """At 390 px: nothing wider than the screen, a face-less photo is flagged on upload, and the video
+    example loads into the Video tab."""
+    url, _ = served
+    blank = tmp_path / "wall.png"
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(blank), (rng.random((200, 200, 3)) * 40 + 100).astype(np.uint8))  # a grey wall, no face
+
+    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True,
+                            has_touch=True)
+    page.set_default_timeout(30_000)
+    page.goto(url)
+    page.get_by_text("Diff2Lip Studio").first.wait_for()
+    page.get_by_role("tab", name="Photo").click()
+    page.locator("#face-photo input[type=file]").set_input_files(blank)
+    wait_text(page, "#face-message", "No face was found in this photo")
+    page.locator("#examples tbody tr").nth(0).click()
+    page.locator("#face-tabs [role=tab][aria-selected=true]", has_text="Video").wait_for()
+    page.locator("#face-check img").wait_for()
+    page.locator("#face-message").wait_for(state="hidden")
+    wait_text(page, "#info", "about", timeout=60_000)
+    # Generate brings the results into view (they sit below the controls on a phone); Stop ends the job
     page.locator("#run").click()
-    page.wait_for_function("(old) => { const v = document.querySelector('#side-by-side video');"
-                           " return v && v.src && v.src !== old; }", arg=previous, timeout=JOB_TIMEOUT_MS)
-    state = page.evaluate(PLAY_JS, "#side-by-side video")
-    assert state["readyState"] >= 2 and state["advanced"] > 0, state
-    assert state["width"] == 3 * 256 and state["height"] == 256  # three panels of the 256 px example face
-    assert abs(probe_duration(local_file(state["src"])) - expected) <= FRAME + 1e-3
-    table = page.locator("#scores table")
-    table.wait_for()
-    labels = [row.inner_text().split("\t")[0].strip() for row in table.locator("tbody tr").all()]
-    assert labels == ["source (before)", "Wav2Lip", "Diff2Lip"], labels
+    page.wait_for_timeout(1500)
+    box = page.locator("#results").bounding_box()
+    assert box["y"] < 844 and box["y"] + box["height"] > 0, f"the results are out of view ({box})"
+    page.locator("#stop").click()
+    wait_text(page, "#job-status", "Stopped", timeout=10_000)
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390, f"the page is {width} px wide on a 390 px screen"
+    for elem_id in ("run", "stop", "results"):
+        box = page.locator(f"#{elem_id}").bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, elem_id
+    shot = tmp_path / "phone.png"
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("LIPSYNC_SCREENSHOTS"):
+        shutil.copy(shot, Path(os.environ["LIPSYNC_SCREENSHOTS"]) / "phone.png")
     page.close()

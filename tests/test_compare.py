@@ -14,11 +14,10 @@ from lipsync import audio as audio_io
 from lipsync import compare
 from lipsync.engine import JobOptions, LipSyncEngine
 from lipsync.syncnet import SyncNetV2, crop_syncnet_faces
-from lipsync.video import VideoWriter, count_frames, iter_frames, probe_duration, probe_video, read_frames
+from lipsync.video import VideoWriter, comparison_layout, count_frames, iter_frames, probe_duration, probe_video, read_frames
 from lipsync.wav2lip import WAV2LIP_HUB_REPO, Wav2LipModel
 
 CLIPS = ["pub_video1_retalking_face2.mp4", "pub_video2_retalking_face5.mp4", "pub_video3_sadtalker_katiehill.mp4"]
-LABEL_ROWS = 60  # the panel labels sit in the top-left corner; compare pixels below them
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +50,11 @@ def options(**overrides):
     return JobOptions(**{**base, **overrides})
 
 
-def outside(mask_box, shape, label_rows=LABEL_ROWS):
-    """(H, W) bool: True outside the x1,y1,x2,y2 box and below the label rows."""
+def outside(mask_box, shape):
+    """(H, W) bool: True outside the x1,y1,x2,y2 box."""
     mask = np.ones(shape[:2], bool)
     x1, y1, x2, y2 = (int(v) for v in mask_box)
     mask[y1:y2, x1:x2] = False
-    mask[:label_rows] = False
     return mask
 
 
@@ -79,7 +77,8 @@ def test_wav2lip_panel_on_real_clips(engine, media_dir, speech, weights, tmp_pat
     sbs = report.side_by_side
     assert sbs == tmp_path / "out_side_by_side.mp4" and sbs.is_file()
     info = probe_video(sbs)
-    assert abs(info.width - 3 * src.width) <= 2 and info.height == src.height
+    layout = comparison_layout((src.width, src.height), 3)
+    assert (info.width, info.height) == layout.size == (3 * src.width, src.height + layout.caption_height)
     windows = audio_io.num_windows(audio_io.melspectrogram(audio_io.load_audio(speech)).shape[1], src.fps)
     assert count_frames(sbs) == count_frames(out) == report.frames == min(src.num_frames, windows)
     assert abs(probe_duration(sbs) - report.duration) < 0.1 and info.fps == src.fps
@@ -89,6 +88,7 @@ def test_wav2lip_panel_on_real_clips(engine, media_dir, speech, weights, tmp_pat
     k = int(np.flatnonzero(report.valid[report.source_index])[0])
     frame = read_frames(sbs, [k])[0]
     w = src.width
+    frame = frame[:src.height]  # the pictures; the caption band lies below
     left, middle = frame[:, :w].astype(float), frame[:, w:2 * w].astype(float)
     box = compare.wav2lip_boxes(report.boxes[report.source_index[k]][None], (src.height, w, 3))[0]
     keep = outside(box, middle.shape)
@@ -124,7 +124,7 @@ def test_user_wav2lip_video_is_resized_and_padded_with_its_last_frame(engine, me
     assert probe_video(report.side_by_side).width == 3 * src.width
     w = src.width
     early, late = read_frames(report.side_by_side, [5, report.frames - 1])
-    below = slice(LABEL_ROWS, None)
+    below = slice(0, src.height)  # the pictures; the caption band lies below
     assert abs(early[below, w:2 * w].mean() - 40) < 3
     assert abs(late[below, w:2 * w].mean() - 220) < 3  # past its end: the last frame repeats
 
@@ -191,7 +191,7 @@ def test_wav2lip_runner_changes_only_the_padded_box(media_dir):
     for i in range(2):
         x1, y1, x2, y2 = padded[i]
         changed = np.any(result[i] != frames[i], axis=-1)
-        assert not changed[outside(padded[i], frames.shape[1:], label_rows=0)].any()
+        assert not changed[outside(padded[i], frames.shape[1:])].any()
         assert changed[y1:y2, x1:x2].mean() > 0.5
     assert np.array_equal(result[2], frames[2])  # no face: untouched
 

@@ -89,10 +89,11 @@ def test_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path):
 
 
 def _third_party_imports() -> dict:
-    """Top-level module -> files importing it, over lipsync/, app.py, benchmarks/ and tests/ (importorskip too)."""
-    local = {"lipsync", "app", "conftest"} | {p.stem for p in (REPO / "tests").glob("*.py")}
+    """Top-level module -> files importing it, over lipsync/, studio/, app.py, benchmarks/ and tests/ (importorskip too)."""
+    local = {"lipsync", "app", "studio", "conftest"} | {p.stem for p in (REPO / "tests").glob("*.py")}
     found: dict = {}
-    files = [*(REPO / "lipsync").rglob("*.py"), REPO / "app.py", *(REPO / "tests").glob("*.py"),
+    files = [*(REPO / "lipsync").rglob("*.py"), *(REPO / "studio").glob("*.py"), REPO / "app.py",
+             *(REPO / "tests").glob("*.py"),
              *(REPO / "benchmarks").glob("*.py")]
     for path in files:
         tree = ast.parse(path.read_text(), filename=str(path))

@@ -31,6 +31,7 @@ from lipsync.video import (
     probe_video,
     read_frames,
     read_image,
+    comparison_layout,
     side_by_side,
 )
 
@@ -407,28 +408,57 @@ def test_unwritable_output_paths_fail_early(tmp_path):
 # ------------------------------------------------------------------------------------------ side by side
 
 
-def test_side_by_side_two_panels_with_labels():
+def caption_contrast(band: np.ndarray) -> tuple:
+    """(fraction of bright text pixels, mean of the rest) of a caption band (h, w, 3)."""
+    grey = band.mean(axis=-1)
+    text = grey > 180
+    return text.mean(), grey[~text].mean()
+
+
+def test_side_by_side_two_panels_with_captions_below():
     left = np.full((3, 100, 80, 3), 200, np.uint8)
-    right = np.full((3, 50, 60, 3), 100, np.uint8)  # resized to height 100 -> width 120
+    right = np.full((3, 50, 40, 3), 100, np.uint8)  # fitted to 100x80: scaled to 80x80, centred
     out = side_by_side(left, right)
-    assert out.shape == (3, 100, 200, 3) and out.dtype == np.uint8
-    # a dark label box sits in each panel's top-left corner; the rest of each panel is untouched
-    assert out[0, 2:12, 2:30].min() < 50
-    assert out[0, 2:12, 82:110].min() < 50
-    assert (out[:, 60:, :80] == 200).all() and (out[:, 60:, 80:] == 100).all()
+    layout = comparison_layout((80, 100), 2)
+    assert layout.caption_height == 32 and not layout.vertical
+    assert out.shape == (3, 132, 160, 3) and out.dtype == np.uint8 and layout.size == (160, 132)
+    # the pictures are untouched: the captions sit in a band under each panel
+    assert (out[:, :100, :80] == 200).all() and (out[:, 10:90, 80:] == 100).all()
+    for i in range(2):
+        x1, y1, x2, y2 = layout.caption_box(i)
+        text, background = caption_contrast(out[0, y1:y2, x1:x2])
+        assert 0.02 < text < 0.5 and background < 60  # white text on a dark band
     plain = side_by_side(left, right, labels=None)
-    assert (plain[:, :, :80] == 200).all() and (plain[:, :, 80:] == 100).all()
+    assert plain.shape == (3, 100, 160, 3)
+    assert (plain[:, :, :80] == 200).all() and (plain[:, 10:90, 80:] == 100).all()
 
 
 def test_side_by_side_three_panels():
     panels = [np.zeros((2, 64, 64, 3), np.uint8), np.zeros((2, 32, 48, 3), np.uint8),
               np.zeros((2, 64, 32, 3), np.uint8)]
     out = side_by_side(panels, labels=["source", "Wav2Lip", "Diff2Lip"])
-    assert out.shape == (2, 64, 64 + 96 + 32, 3)
+    assert out.shape == (2, 64 + 32, 3 * 64, 3)
     with pytest.raises(ValueError, match="same number of frames"):
         side_by_side(panels[0], panels[1][:1])
     with pytest.raises(ValueError, match="2 labels for 3 panels"):
         side_by_side(panels, labels=["a", "b"])
+
+
+def test_wide_clips_are_stacked_and_mouths_zoomed():
+    wide = np.zeros((1, 90, 160, 3), np.uint8)
+    wide[:, 65:90, 60:100] = 255  # the lower half of the face box (x 60..100, y 40..90) is white
+    out = side_by_side([wide, wide], labels=["source", "Diff2Lip"], mouth_boxes=np.array([[60, 40, 100, 90]]))
+    layout = comparison_layout((160, 90), 2, mouth_zoom=True)
+    assert layout.vertical and layout.zoom_height == 46  # half the panel height, even
+    assert out.shape[1:3] == (2 * (90 + 46 + 32), 160)  # two cells, one above the other
+    strip = out[0, 90:90 + 46]  # the first panel's mouth strip: the 40x25 white mouth, enlarged 46/25 times
+    white_columns = np.flatnonzero(strip.mean(axis=(0, 2)) > 240)
+    assert 70 <= len(white_columns) <= 76 and abs(white_columns.mean() - 80) < 2  # centred
+    assert (strip[:, white_columns] > 240).all()  # every row of the strip shows the mouth
+    x1, y1, x2, y2 = layout.caption_box(1)
+    assert y1 == 90 + 46 + 32 + 90 + 46 and x2 == 160
+    text, background = caption_contrast(out[0, y1:y2, x1:x2])
+    assert text > 0.02 and background < 60
 
 
 def test_side_label_is_burned_into_written_frames(tmp_path):

@@ -1,0 +1,12 @@
+"""The parts of the Diff2Lip Studio web app (``app.py`` is the entry point).
+
+    layout.py     the page: steps, result area, examples, the typed API; ``build_demo(engine)``
+    handlers.py   what each control does (thin calls into ``lipsync.engine.LipSyncEngine``)
+    api.py        the typed API endpoints (``/lipsync``, ``/preview_first_frame``)
+    estimates.py  how long a job will take (measured on this machine) and the ZeroGPU durations
+    jobs.py       one folder per job, Stop, and the progress bar with stage, step and ETA
+    report.py     a job's report as a small table and as JSON
+    texts.py      the words on the page (header, step tips, consent notice)
+
+Importing any of these loads no model.
+"""

@@ -1,0 +1,250 @@
+"""The page: a header, examples, four numbered steps beside one result area, and the typed API.
+
+``build_demo(engine)`` builds it around a ``LipSyncEngine`` without loading any model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import gradio as gr
+
+from lipsync.engine import LENGTH_POLICIES, PASTE_MODES, SCHEDULERS, LipSyncEngine
+from lipsync.faces import DETECTORS
+from lipsync.presets import DEFAULT_PRESET, PRESETS
+
+from . import texts
+from .api import Api
+from .handlers import COMPILE_SUPPORTED, CUSTOM, PRESET_CHOICES, Handlers
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+if not ASSETS.is_dir():  # installed with pip: the examples ship inside the package as lipsync/assets
+    ASSETS = Path(__file__).resolve().parents[1] / "lipsync" / "assets"
+EXAMPLES = [[str(ASSETS / "example_face.mp4"), None, str(ASSETS / "example_speech.wav")],
+            [None, str(ASSETS / "example_face.png"), str(ASSETS / "example_speech.wav")]]
+
+CSS = """
+.step-tip { color: var(--body-text-color); opacity: 0.75; font-size: var(--text-md); }
+@media (min-width: 900px) { #results { position: sticky; top: 8px; align-self: flex-start; } }
+#info { padding: 8px 12px; border-radius: 8px; background: var(--background-fill-secondary); }
+#face-message, #speech-message { color: #b45309; font-weight: 600; }
+#job-status { min-height: 64px; }
+#consent { font-size: var(--text-sm); }
+@media (max-width: 640px) {
+  #examples table { table-layout: fixed; width: 100%; }
+  #examples td, #examples th { word-break: break-word; padding: 4px; }
+}
+"""
+
+# on a phone the results sit below the controls: bring them into view when a job starts
+SCROLL_TO_RESULTS_JS = """(...args) => {
+    if (window.innerWidth < 900) document.getElementById('results')?.scrollIntoView({behavior: 'smooth'});
+    return args;
+}"""
+
+
+def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, default_detector: str = "s3fd",
+               queue_size: int = 16, keep_jobs: int = 3, wav2lip_checkpoint: Optional[str] = None,
+               syncnet_checkpoint: Optional[str] = None, jobs_dir: Optional[Path] = None,
+               cache_examples: Optional[str] = None) -> gr.Blocks:
+    """The UI around ``engine`` (used lazily: building the UI loads no model).
+
+    Args:
+        max_seconds: longest speech accepted (None: no limit).
+        default_detector: the face detector chosen at first.
+        wav2lip_checkpoint / syncnet_checkpoint: weights for the comparison and the score (None: the
+            loaders' defaults); Compare and Score are offered only when their weights can be had.
+        jobs_dir: where job folders go (default: a temp folder).
+        cache_examples: None (run examples on demand), "lazy" (cache each on first click) or "eager"
+            (cache at start-up).
+    """
+    h = Handlers(engine, max_seconds=max_seconds, keep_jobs=keep_jobs, jobs_dir=jobs_dir,
+                 wav2lip_checkpoint=wav2lip_checkpoint, syncnet_checkpoint=syncnet_checkpoint)
+    available = h.availability()
+
+    with warnings.catch_warnings():  # css given to Blocks (not launch) still works; keep the log quiet
+        warnings.simplefilter("ignore")
+        demo = gr.Blocks(title="Diff2Lip Studio", delete_cache=(1800, 3600), css=CSS)
+    with demo:
+        gr.Markdown(texts.HEADER, elem_id="header")
+        gr.Markdown(texts.CONSENT, elem_id="consent")
+
+        # inputs are made first (unrendered) so the examples can sit above them
+        video = gr.Video(label="Face video", sources=["upload"], elem_id="face-video", render=False, height=260)
+        photo = gr.Image(label="Face photo", type="filepath", sources=["upload", "clipboard"], elem_id="face-photo",
+                         render=False, height=260)
+        audio = gr.Audio(label="Speech", type="filepath", sources=["upload", "microphone"], elem_id="speech",
+                         render=False)
+        side_by_side = gr.Video(label="Side by side", interactive=False, elem_id="side-by-side", render=False,
+                                height=480)
+        result = gr.Video(label="Result", interactive=False, elem_id="result", render=False, height=480)
+        report_md = gr.Markdown(elem_id="report", render=False)
+
+        gr.Examples(examples=EXAMPLES, inputs=[video, photo, audio], examples_per_page=4, label=texts.EXAMPLES_TITLE,
+                    fn=h.example_job if cache_examples else None,
+                    outputs=[side_by_side, result, report_md] if cache_examples else None,
+                    cache_examples=bool(cache_examples), cache_mode=cache_examples or "eager", elem_id="examples")
+
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=340, elem_id="controls"):
+                gr.Markdown(texts.step_title("face"), elem_id="step-face")
+                with gr.Tabs(selected="video", elem_id="face-tabs") as face_tabs:
+                    with gr.Tab("Video", id="video"):
+                        video.render()
+                    with gr.Tab("Photo", id="photo"):
+                        photo.render()
+                face_message = gr.Markdown(visible=False, elem_id="face-message")
+
+                gr.Markdown(texts.step_title("speech"), elem_id="step-speech")
+                audio.render()
+                speech_message = gr.Markdown(visible=False, elem_id="speech-message")
+
+                gr.Markdown(texts.step_title("check"), elem_id="step-check")
+                face_check = gr.Image(label="Face check", interactive=False, elem_id="face-check", height=260,
+                                      show_label=False)
+                own_reference = gr.Checkbox(value=True, label="Each frame is its own reference",
+                                            info="the paper's setting; untick to show the model one chosen frame",
+                                            elem_id="own-reference")
+                reference_frame = gr.Slider(0, 1, value=0, step=1, label="Reference frame", visible=False,
+                                            info="the face shown to the model for every frame (previewed above)",
+                                            elem_id="reference-frame")
+
+                gr.Markdown(texts.step_title("generate"), elem_id="step-generate")
+                preset = gr.Radio(PRESET_CHOICES, value=DEFAULT_PRESET, label="Quality", elem_id="preset")
+                with gr.Row(visible=False) as custom_row:
+                    steps = gr.Slider(1, 100, value=25, step=1, label="Sampling steps", elem_id="steps", scale=3,
+                                      info="more steps: slower, often cleaner mouths")
+                    scheduler = gr.Dropdown(list(SCHEDULERS), value="ddim", label="Scheduler", scale=1,
+                                            info="ddim is the paper's")
+                info = gr.Markdown(h.info_text(None, None, None, DEFAULT_PRESET, 25, "pingpong", False, False),
+                                   elem_id="info")
+                with gr.Group():
+                    compare_wav2lip = gr.Checkbox(value=False, label="Compare with Wav2Lip", elem_id="compare-wav2lip",
+                                                  visible=available["wav2lip"][0],
+                                                  info="side by side: source | Wav2Lip | Diff2Lip "
+                                                       "(Wav2Lip's weights: non-commercial use)")
+                    wav2lip_note = gr.Markdown(texts.WAV2LIP_UNAVAILABLE, visible=not available["wav2lip"][0],
+                                               elem_id="wav2lip-note")
+                    wav2lip_video = gr.Video(label="Your own Wav2Lip result (optional; shown instead of running "
+                                                   "Wav2Lip)", sources=["upload"], height=140, visible=False,
+                                             elem_id="wav2lip-video")
+                    score = gr.Checkbox(value=False, label="Lip-sync score (LSE-D / LSE-C)", elem_id="score",
+                                        visible=available["syncnet"][0],
+                                        info="SyncNet measures each video against the speech")
+                    syncnet_note = gr.Markdown(texts.SYNCNET_UNAVAILABLE, visible=not available["syncnet"][0],
+                                               elem_id="syncnet-note")
+                    mouth_zoom = gr.Checkbox(value=False, label="Zoom on the mouths", elem_id="mouth-zoom",
+                                             info="adds an enlarged strip of each mouth to the side by side")
+                with gr.Accordion("Advanced", open=False, elem_id="advanced"):
+                    seed = gr.Number(value=7, precision=0, label="Seed", info="7 is the paper's")
+                    batch_size = gr.Slider(1, 64, value=8, step=1, label="Batch size (frames per model call)")
+                    paste = gr.Radio(list(PASTE_MODES), value="mouth", label="Paste mode",
+                                     info="mouth: only the generated lower half, feathered; box: the whole box")
+                    length_policy = gr.Radio(list(LENGTH_POLICIES), value="pingpong", label="When the speech is "
+                                             "longer than the video", info="shortest: stop at the shorter one")
+                    pads = gr.Textbox(value="0,0,0,0", label="Face padding (pixels: top,bottom,left,right)",
+                                      info="e.g. 0,10,0,0 to include the chin; press Enter to check the face")
+                    audio_offset = gr.Slider(-10, 10, value=0, step=1, label="Audio offset (frames)",
+                                             info="positive: the lips follow the audio later")
+                    detector = gr.Dropdown(list(DETECTORS), value=default_detector, label="Face detector",
+                                           info="s3fd: accurate; opencv: quick")
+                    compile_model = gr.Checkbox(False, label="Compile the model", visible=COMPILE_SUPPORTED,
+                                                info="faster jobs after a one-time warm-up of several minutes")
+                with gr.Row():
+                    preview_button = gr.Button("Preview first frame", elem_id="preview-first", scale=2)
+                    run_button = gr.Button("Generate", variant="primary", elem_id="run", scale=2)
+                    stop_button = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
+
+            with gr.Column(scale=1, min_width=340, elem_id="results"):
+                status = gr.Markdown(texts.READY, elem_id="job-status")
+                with gr.Tabs(selected="side-by-side", elem_id="result-tabs") as result_tabs:
+                    with gr.Tab("Side by side", id="side-by-side"):
+                        side_by_side.render()
+                    with gr.Tab("Result", id="result"):
+                        result.render()
+                    with gr.Tab("First frame", id="first-frame"):
+                        first_frame = gr.Image(label="First frame, lip-synced", interactive=False,
+                                               elem_id="first-frame", height=480)
+                    with gr.Tab("Report", id="report-tab"):
+                        report_md.render()
+                        scores = gr.Markdown(elem_id="scores")
+                        with gr.Accordion("Report as data (JSON)", open=False):
+                            report_json = gr.JSON(elem_id="report-json", show_label=False)
+                download = gr.DownloadButton("Download the result (MP4)", interactive=False, elem_id="download")
+
+        # -- the typed API (hidden controls; the page's own events are private) --------------------------------
+        with gr.Column(visible=False):
+            api_in = dict(
+                audio=gr.Audio(label="audio", type="filepath"),
+                video=gr.Video(label="video"), photo=gr.Image(label="photo", type="filepath"),
+                preset=gr.Dropdown(list(PRESETS), value=None, label="preset"),
+                steps=gr.Number(25, precision=0, label="steps"),
+                reference_frame=gr.Number(None, precision=0, label="reference_frame"),
+                seed=gr.Number(7, precision=0, label="seed"),
+                scheduler=gr.Dropdown(list(SCHEDULERS), value="ddim", label="scheduler"),
+                batch_size=gr.Number(8, precision=0, label="batch_size"),
+                paste=gr.Dropdown(list(PASTE_MODES), value="mouth", label="paste"),
+                length_policy=gr.Dropdown(list(LENGTH_POLICIES), value="pingpong", label="length_policy"),
+                pads=gr.Textbox("0,0,0,0", label="pads"),
+                audio_offset=gr.Number(0, precision=0, label="audio_offset"),
+                detector=gr.Dropdown(list(DETECTORS), value=default_detector, label="detector"),
+            )
+            api_extra = dict(
+                compare_wav2lip=gr.Checkbox(False, label="compare_wav2lip"),
+                wav2lip_video=gr.Video(label="wav2lip_video"),
+                score=gr.Checkbox(False, label="score"), mouth_zoom=gr.Checkbox(False, label="mouth_zoom"))
+            api_out = [gr.Video(label="result"), gr.Video(label="side_by_side"), gr.JSON(label="report")]
+            api_image = gr.Image(label="image")
+            api_button = gr.Button("api")
+        api = Api(h)
+        api_button.click(api.lipsync, [*api_in.values(), *api_extra.values()], api_out, api_name="lipsync",
+                         concurrency_id="model")
+        api_button.click(api.preview, list(api_in.values()), api_image, api_name="preview_first_frame",
+                         concurrency_id="model")
+
+        # -- the page's events -------------------------------------------------------------------------------
+        private = dict(api_visibility="private")
+        info_inputs = [video, photo, audio, preset, steps, length_policy, compare_wav2lip, score]
+
+        def refresh_info(event):
+            """After ``event``: the info line at once, then with a time estimate (timing the model once)."""
+            event.then(h.on_info, info_inputs, info, show_progress="hidden", **private).then(
+                h.on_info_timed, info_inputs, info, concurrency_id="model", show_progress="hidden", **private)
+
+        face_inputs = [video, photo, own_reference, reference_frame, detector, pads]
+        frames = gr.State(1)  # frames of the face upload (1: a photo)
+        face_outputs = [reference_frame, face_check, face_message, face_tabs, frames]
+        for face_input in (video, photo):
+            refresh_info(face_input.change(h.on_face, face_inputs, face_outputs, concurrency_id="preview", **private))
+        check_inputs = [video, photo, reference_frame, detector, pads]
+        check_outputs = [reference_frame, face_check, face_message]
+        # a typed number arrives unchecked (preprocess=False): clamp it first, then check that frame
+        reference_frame.input(h.clamp_frame, [reference_frame, frames], reference_frame, preprocess=False,
+                              trigger_mode="always_last", show_progress="hidden", **private).then(
+            h.on_reference, check_inputs, check_outputs, concurrency_id="preview", show_progress="minimal", **private)
+        own_reference.change(lambda own: gr.update(visible=not own), own_reference, reference_frame, **private)
+        detector.change(h.on_reference, check_inputs, check_outputs, concurrency_id="preview", **private)
+        pads.submit(h.on_reference, check_inputs, check_outputs, concurrency_id="preview", **private)
+        refresh_info(audio.change(h.on_speech, audio, speech_message, show_progress="hidden", **private))
+        refresh_info(preset.change(lambda p: gr.update(visible=p == CUSTOM), preset, custom_row, **private))
+        for control in (steps, scheduler, length_policy, score):
+            control.change(h.on_info, info_inputs, info, show_progress="hidden", **private).then(
+                h.on_info_timed, info_inputs, info, concurrency_id="model", show_progress="hidden", **private)
+        refresh_info(compare_wav2lip.change(lambda on: gr.update(visible=on), compare_wav2lip, wav2lip_video,
+                                            **private))
+        demo.load(h.comparison_controls, None, [compare_wav2lip, wav2lip_note, score, syncnet_note], **private)
+
+        job_inputs = [video, photo, audio, own_reference, reference_frame, preset, steps, scheduler, seed, batch_size,
+                      paste, length_policy, pads, audio_offset, detector]
+        preview_button.click(h.on_preview_first, job_inputs, [first_frame, result_tabs], concurrency_id="model",
+                             **private)
+        run_event = run_button.click(
+            h.on_run, [*job_inputs, compare_wav2lip, wav2lip_video, score, mouth_zoom, compile_model],
+            [status, side_by_side, result, download, report_md, scores, report_json, result_tabs, face_message,
+             speech_message], concurrency_id="model", show_progress_on=[status], js=SCROLL_TO_RESULTS_JS, **private)
+        run_event.then(h.on_info, info_inputs, info, show_progress="hidden", **private)
+        stop_button.click(h.on_stop, None, status, cancels=[run_event], queue=False, **private)
+    demo.queue(max_size=queue_size, default_concurrency_limit=1)
+    return demo
