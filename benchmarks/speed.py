@@ -52,6 +52,7 @@ PATHS = {
     "bf16+compile": Path_("bf16+compile", "bf16", compile=True),
     "deepcache": Path_("deepcache", "bf16", deepcache=2),
     "fast": Path_("fast", "bf16", preset="fast"),
+    "fast+compile": Path_("fast+compile", "bf16", compile=True, preset="fast"),
     "draft": Path_("draft", "bf16", preset="draft"),
 }
 

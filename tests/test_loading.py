@@ -87,7 +87,7 @@ from lipsync import load_pipeline, WeightsUnavailableError
 results = {}
 for name, source in json.loads(sys.argv[1]).items():
     try:
-        pipe = load_pipeline(source, device="cpu")
+        pipe = load_pipeline(source, device="cpu", dtype="fp32")
         g = torch.Generator().manual_seed(0)
         faces = (torch.rand(2, 128, 128, 3, generator=g) * 255).to(torch.uint8)
         mels = torch.randn(2, 80, 16, generator=g)
