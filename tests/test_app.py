@@ -17,6 +17,7 @@ from conftest import REPO
 
 import app
 from lipsync.engine import JobOptions, LipSyncEngine
+from lipsync.presets import PRESETS
 from lipsync.video import VideoWriter, probe_duration, probe_video, read_frames
 
 CLIP = "pub_video2_retalking_face5.mp4"  # 524x524, 25 fps, 122 frames
@@ -149,7 +150,7 @@ def test_info_line_plans_and_estimates():
     meter.record(report, JobOptions(num_inference_steps=10))
     assert meter.step_seconds == pytest.approx(0.05) and meter.other_seconds == pytest.approx(0.1)
     assert meter.estimate(240, JobOptions(num_inference_steps=25)) == pytest.approx(240 * (25 * 0.05 + 0.1))
-    # a preset counts its model evaluations (draft: 6 DPM steps, every 2nd with cached deep features)
+    # a preset counts its model evaluations (draft: 6 steps, every 2nd with cached deep features)
     assert meter.estimate(100, JobOptions(preset="draft")) < meter.estimate(100, JobOptions(num_inference_steps=6))
     assert format_duration(42) == "about 40 s" and format_duration(200) == "about 3 min"
     assert format_duration(4900) == "about 1 h 22 min"
@@ -315,8 +316,9 @@ def test_still_photo_is_held_for_the_whole_speech(served, media_dir, tmp_path):
     assert abs(probe_duration(result) - 0.6) <= FRAME + 1e-3
     assert probe_video(result).size == (256, 256)
     assert report["frames"] == 15 and report["length"]["how"] == "the photo is held still for the whole speech"
+    draft = PRESETS["draft"]
     assert (report["settings"]["preset"], report["settings"]["scheduler"], report["settings"]["steps"]) == \
-        ("draft", "dpm", 6)
+        ("draft", draft.scheduler, draft.steps)
 
 
 def test_three_way_comparison_with_scores(served, media_dir, tmp_path):
