@@ -55,7 +55,9 @@ def served(tiny_pipeline_dir, comparison_weights, tmp_path_factory):
     import app
     from lipsync.engine import LipSyncEngine
 
-    engine = LipSyncEngine(checkpoint=tiny_pipeline_dir, device="cpu", detector="opencv")
+    # LIPSYNC_SCREENSHOT_CHECKPOINT: README's screenshot with a trained model (benchmarks/train_small.py) instead
+    checkpoint = os.environ.get("LIPSYNC_SCREENSHOT_CHECKPOINT") or tiny_pipeline_dir
+    engine = LipSyncEngine(checkpoint=checkpoint, device="cpu", detector="opencv")
     wav2lip_checkpoint, syncnet_checkpoint = comparison_weights  # random weights
     jobs = tmp_path_factory.mktemp("jobs")
     demo = app.build_demo(engine, default_detector="opencv", max_seconds=30, jobs_dir=jobs,
@@ -307,6 +309,8 @@ def test_user_session(browser, served, media_dir, tmp_path):
     page.locator("#speech input[type=file]").set_input_files(speech)
     wait_text(page, "#info", "photo, 1.2 s speech")
     page.get_by_label("Zoom on the mouths").check()
+    if os.environ.get("LIPSYNC_SCREENSHOT_CHECKPOINT"):  # a trained model: sample as the paper does
+        page.get_by_label(re.compile(r"^paper: DDIM 25")).check()
     page.locator("#run").click()
     wait_text(page, "#job-status", "Done", timeout=JOB_TIMEOUT_MS)
     page.get_by_role("tab", name="Side by side").click()
