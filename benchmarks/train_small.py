@@ -86,7 +86,10 @@ def held_out_frames(val_data: Path, count: int, seed: int = 0):
         refs.append(s["reference"])
         mels.append(s["mels"][2])
         clips.append(int(s["clip"]))
-    to_u8 = lambda x: ((np.stack([t.numpy() for t in x]) + 1) * 127.5).round().clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1)  # noqa: E731
+    def to_u8(images):  # (K, 3, S, S) in [-1, 1] -> (K, S, S, 3) uint8
+        array = (np.stack([t.numpy() for t in images]) + 1) * 127.5
+        return array.round().clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
     return to_u8(faces), to_u8(refs), np.stack([m.numpy() for m in mels]), clips
 
 
