@@ -122,6 +122,7 @@ def test_tiny_model_overfits_a_few_frames(dataset, tmp_path):
     init_like_guided_diffusion(untrained)
     before = lower_half_psnr(Diff2LipPipeline(unet=untrained.eval(), scheduler=default_scheduler()), list(few))
     after = lower_half_psnr(load_pipeline(final, device="cpu"), list(few))
+    print(f"L_simple {first:.3f} -> {last:.3f}; sampled lower-half PSNR {before:.2f} -> {after:.2f} dB")
     assert after > before + 3, (before, after)
 
 
