@@ -86,7 +86,10 @@ def held_out_frames(val_data: Path, count: int, seed: int = 0):
         refs.append(s["reference"])
         mels.append(s["mels"][2])
         clips.append(int(s["clip"]))
-    to_u8 = lambda x: ((np.stack([t.numpy() for t in x]) + 1) * 127.5).round().clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1)  # noqa: E731
+    def to_u8(images):  # (K, 3, S, S) in [-1, 1] -> (K, S, S, 3) uint8
+        array = (np.stack([t.numpy() for t in images]) + 1) * 127.5
+        return array.round().clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
     return to_u8(faces), to_u8(refs), np.stack([m.numpy() for m in mels]), clips
 
 
@@ -108,6 +111,44 @@ def lower_scores(truth: np.ndarray, made: np.ndarray) -> dict:
     p = [psnr(a[top:], b[top:]) for a, b in zip(truth, made)]
     s = [ssim(a[top:], b[top:]) for a, b in zip(truth, made)]
     return {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "frames": len(p)}
+
+
+def one_step_psnr(unet, val_data: Path, count: int, timesteps=(100, 300, 500, 700, 900), seed: int = 0) -> dict:
+    """Lower-half PSNR (dB) of the one-step estimate x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t at the model's size, per t.
+
+    Shows which noise levels a model has learned: the same held-out frames, noises and condition for every model.
+    """
+    import torch
+
+    from lipsync.evaluate import psnr
+    from lipsync.pipeline_diff2lip import lower_half_mask
+    from lipsync.training.data import Diff2LipDataset
+    from lipsync.training.diffusion import DiffusionSchedule
+
+    size = int(unet.config.image_size)
+    dataset = Diff2LipDataset(val_data, split="val", image_size=size, seed=seed)
+    picks = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)
+    samples = [dataset[int(i)] for i in picks]
+    x0 = torch.stack([s["faces"][2] for s in samples])  # (K, 3, S, S)
+    ref = torch.stack([s["reference"] for s in samples])
+    mels = torch.stack([s["mels"][2] for s in samples])
+    mask = lower_half_mask(size, size)
+    schedule = DiffusionSchedule()
+    gen = torch.Generator().manual_seed(seed)
+    result = {}
+    for t in timesteps:
+        tt = torch.full((len(x0),), t)
+        noise, cond_noise = torch.randn(x0.shape, generator=gen), torch.randn(x0.shape, generator=gen)
+        x_t = schedule.q_sample(x0, tt, noise)
+        with torch.no_grad():
+            eps = unet(x_t, tt, cond_image=x0 * (1 - mask) + mask * cond_noise, mask=mask.expand(len(x0), -1, -1, -1),
+                       reference=ref, audio=mels).sample[:, :3]
+        x0_hat = schedule.predict_x0(x_t, tt, eps).clamp(-1, 1)
+        top = size // 2
+        to_u8 = lambda x: ((x[:, :, top:] + 1) * 127.5).round().numpy()  # noqa: E731
+        result[int(t)] = psnr(to_u8(x0), to_u8(x0_hat))
+    ref_lower = psnr(((x0[:, :, size // 2:] + 1) * 127.5).round().numpy(), ((ref[:, :, size // 2:] + 1) * 127.5).round().numpy())
+    return {"per_t": result, "copy_reference": ref_lower, "image_size": size}
 
 
 def untrained_pipeline(run_dir: Path):
@@ -240,6 +281,9 @@ def main(argv=None) -> int:
     copy_ref[:, 64:] = refs[:, 64:]
     rows = {"trained": lower_scores(faces, trained), "untrained": lower_scores(faces, untrained),
             "copy the reference": lower_scores(faces, copy_ref)}
+    trained_pipe = load_pipeline(run_dir / "final", device="cpu")
+    one_step = {"trained": one_step_psnr(trained_pipe.unet, args.val_data, args.eval_frames),
+                "untrained": one_step_psnr(untrained_pipeline(run_dir).unet, args.val_data, args.eval_frames)}
     losses = read_csv(run_dir / "losses.csv")
     config = json.loads((run_dir / "run_config.json").read_text())
     summary = {
@@ -250,6 +294,7 @@ def main(argv=None) -> int:
         "train_simple_first_50": float(np.mean([float(r["simple"]) for r in losses[:50]])),
         "train_simple_last_50": float(np.mean([float(r["simple"]) for r in losses[-50:]])),
         "held_out_frames": len(faces), "held_out_clips": sorted(set(clips)), "scores": rows,
+        "one_step_x0_psnr": one_step,
     }
     val = read_csv(run_dir / "validation.csv") if (run_dir / "validation.csv").is_file() else []
     if val:
@@ -269,6 +314,12 @@ def main(argv=None) -> int:
     print("| lower half, held-out frames | PSNR (dB) | SSIM |\n|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['psnr']:.2f} | {r['ssim']:.3f} |")
+    ts = list(one_step["trained"]["per_t"])
+    print(f"\none-step x̂0, lower-half PSNR (dB) at {one_step['trained']['image_size']} px\n")
+    print("| model | " + " | ".join(f"t = {t}" for t in ts) + " |\n|---|" + "---|" * len(ts))
+    for name in ("trained", "untrained"):
+        print(f"| {name} | " + " | ".join(f"{one_step[name]['per_t'][t]:.2f}" for t in ts) + " |")
+    print(f"| copy the reference | {one_step['trained']['copy_reference']:.2f} (any t) |")
     return 0
 
 

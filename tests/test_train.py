@@ -122,6 +122,7 @@ def test_tiny_model_overfits_a_few_frames(dataset, tmp_path):
     init_like_guided_diffusion(untrained)
     before = lower_half_psnr(Diff2LipPipeline(unet=untrained.eval(), scheduler=default_scheduler()), list(few))
     after = lower_half_psnr(load_pipeline(final, device="cpu"), list(few))
+    print(f"L_simple {first:.3f} -> {last:.3f}; sampled lower-half PSNR {before:.2f} -> {after:.2f} dB")
     assert after > before + 3, (before, after)
 
 
@@ -351,6 +352,36 @@ def test_init_checkpoint_that_does_not_fit_lists_the_keys(dataset, tmp_path, cap
     assert train("--data", dataset, "--output", run, "--init", tmp_path / "other", "--max-steps", 1,
                  "--validate-every", 0, "--quiet") == 0
     assert json.loads((run / "final/unet/config.json").read_text())["channel_mult"] == [1, 2, 2]
+
+
+def test_init_from_an_original_pt_and_from_a_training_checkpoint(dataset, tiny_run, tmp_path):
+    # an original-layout .pt (no sizes stored): the sizes are read off the weights, --image-size says the crop size
+    torch.save(weights(tiny_run / "final/unet"), tmp_path / "checkpoint.pt")
+    for source, extra in ((tmp_path / "checkpoint.pt", ["--image-size", "32"]),
+                          (tiny_run / "checkpoints/step_000004", [])):
+        run = tmp_path / f"from_{Path(source).name}"
+        assert train("--data", dataset, "--output", run, "--init", source, *extra, "--max-steps", 1, "--lr", 1e-4,
+                     "--validate-every", 0, "--quiet") == 0
+        config = json.loads((run / "run_config.json").read_text())["unet_config"]
+        assert {k: config[k] for k in ("image_size", "model_channels", "channel_mult", "attention_resolutions")} == \
+            {"image_size": 32, "model_channels": 32, "channel_mult": [1, 2], "attention_resolutions": [16]}
+        trained = weights(run / "checkpoints/step_000001/unet")
+        start = weights(tiny_run / "final/unet")
+        assert 0 < max_difference(trained, start) < 1e-3  # one small step away from the --init weights
+
+
+def test_out_of_memory_says_to_lower_the_batch_size(dataset, tmp_path, capsys, monkeypatch):
+    from lipsync.training.trainer import Trainer
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(Trainer, "losses", out_of_memory)
+    assert train("--data", dataset, "--output", tmp_path / "run", *TINY, "--batch-size", 3, "--max-steps", 1,
+                 "--quiet") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory at step 1 with --batch-size 3") and "lower --batch-size" in err and "--grad-accum" in err
+    assert not (tmp_path / "run" / "final").exists()
 
 
 def test_missing_lpips_weights_name_the_flag(dataset, tmp_path, capsys, monkeypatch):

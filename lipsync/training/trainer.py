@@ -9,7 +9,8 @@ One training step, consistent with inference (:mod:`lipsync.pipeline_diff2lip`) 
     x_t  = q_sample(x0, t, ε)
     cond = x0 * (1 - mask) + mask * ε_c                    upper half the frame, lower half noise
     out  = unet(x_t, t, cond_image=cond, mask=mask, reference=ref, audio=mels)   (B*5, 6, S, S)
-    L    = λ_simple L_simple(ε̂, ε) + λ_vlb L_vlb + λ_l2 L2(x̂0) + λ_lpips LPIPS(x̂0) + λ_sync L_sync(x̂0) + λ_gan L_gan(x̂0)
+    L    = λ_simple L_simple(ε̂, ε) + λ_vlb L_vlb + λ_l2 L2(x̂0)
+           + λ_lpips LPIPS(x̂0) + λ_sync L_sync(x̂0) + λ_gan L_gan(x̂0)
 
 x̂0 is clipped to [-1, 1] and its upper half replaced by the known frame before the x̂0 terms (as
 sampling does), so a prediction at t ≈ T (x̂0 up to ~160 ε̂) cannot dominate them. The sequential
@@ -259,8 +260,9 @@ class Trainer:
             config = state["unet_config"]
             mismatched = {k: v for k, v in cfg.model_overrides().items() if _norm(config.get(k)) != _norm(v)}
             if mismatched:
-                raise TrainingError(f"--resume: the checkpoint's model has {', '.join(f'{k}={config.get(k)}' for k in mismatched)}"
-                                    f", not {mismatched}; resume with the run's original model flags")
+                found = ", ".join(f"{k}={config.get(k)}" for k in mismatched)
+                raise TrainingError(f"--resume: the checkpoint's model has {found}, not {mismatched}; resume with the "
+                                    "run's original model flags")
             return config, None, f"resumed from {resume_from}"
         if cfg.init:
             base, weights = load_init_source(cfg.init)
@@ -290,10 +292,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         unet = build_unet(unet_config)
         if init_weights is not None:
+            flags = ", ".join("--" + k.replace("_", "-") for k in cfg.model_overrides()) or "none given"
             check_state_dict(unet, init_weights, what=f"the model to train ({_describe(unet_config)})",
-                             hint=f"--init {cfg.init} has other sizes: drop the model size flags "
-                                  f"({', '.join('--' + k.replace('_', '-') for k in cfg.model_overrides()) or 'none given'}) "
-                                  "so the model takes the checkpoint's, or train from scratch without --init")
+                             hint=f"--init {cfg.init} has other sizes: drop the model size flags ({flags}) so the "
+                                  "model takes the checkpoint's, or train from scratch without --init")
             unet.load_state_dict(init_weights, strict=True)
         elif resume_from is None:
             init_like_guided_diffusion(unet)
