@@ -192,7 +192,7 @@ def test_user_session(browser, served, media_dir, tmp_path):
         assert href in page.get_by_role("link", name=name).first.get_attribute("href")
     assert "Consent" in page.locator("#consent").inner_text()
     for title in STEP_TITLES:
-        assert page.get_by_role("heading", name=title).is_visible(), title
+        page.get_by_role("heading", name=title).wait_for(state="visible")  # rendered, and shown
     assert "Green box" in page.locator("#step-check").inner_text()
     # options that do not apply yet are hidden: the reference slider (each frame is its own reference),
     # the Wav2Lip upload (no comparison), the steps (a preset decides them)
@@ -310,7 +310,7 @@ def test_user_session(browser, served, media_dir, tmp_path):
     wait_text(page, "#info", "photo, 1.2 s speech")
     page.get_by_label("Zoom on the mouths").check()
     if os.environ.get("LIPSYNC_SCREENSHOT_CHECKPOINT"):  # a trained model: sample as the paper does
-        page.get_by_label(re.compile(r"^paper: DDIM 25")).check()
+        page.locator("#preset label", has_text="paper: DDIM 25 steps").click()
     page.locator("#run").click()
     wait_text(page, "#job-status", "Done", timeout=JOB_TIMEOUT_MS)
     page.get_by_role("tab", name="Side by side").click()
