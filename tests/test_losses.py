@@ -274,7 +274,7 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))
     for var in ("LIPSYNC_LPIPS_VGG", "LIPSYNC_LPIPS_HEADS", "LIPSYNC_SYNC_EXPERT"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(lipsync.hub, "_last", None)
+    monkeypatch.setattr(lipsync.hub, "_answers", {})  # no remembered reachability answers
     monkeypatch.setattr(lp, "_lpips_package_heads", lambda: ())
     return tmp_path
 

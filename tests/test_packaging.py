@@ -160,6 +160,6 @@ def test_setup_script_waits_for_the_apt_lock_then_installs_the_package(tmp_path)
     updates = [line for line in log if line.startswith("apt-get") and " update" in line]
     installs = [line for line in log if line.startswith("apt-get") and " install" in line]
     assert len(updates) == 2 and len(installs) == 1  # the locked update was tried again, once it was free
-    assert "ffmpeg espeak-ng chromium" in installs[0]
+    assert "ffmpeg espeak-ng libgl1 libglib2.0-0 chromium" in installs[0]
     assert "python3 -m pip install -q -e .[dev]" in log
     assert log.index("python3 -c import torch") < log.index("python3 -m pip install -q -e .[dev]")
