@@ -651,8 +651,8 @@ class LipSyncEngine:
         """Frames per model call: the job's choice, else a larger default on a GPU than on the CPU."""
         if options.batch_size is not None:
             return int(options.batch_size)
-        pipe = self._pipeline
-        device = str(pipe.device) if pipe is not None else (self.device or ("cuda" if _cuda_available() else "cpu"))
+        device = getattr(self._pipeline, "device", None)  # a loaded pipeline's, else the engine's choice
+        device = str(device) if device is not None else (self.device or ("cuda" if _cuda_available() else "cpu"))
         return GPU_BATCH_SIZE if device.startswith("cuda") else CPU_BATCH_SIZE
 
     def _prepared_chunks(self, plan: _Plan, options: JobOptions, timer: _Timer) -> Iterator["_Chunk"]:
