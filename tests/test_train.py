@@ -265,11 +265,11 @@ def test_final_folder_loads_and_lipsyncs_a_clip_through_the_cli(tiny_run, tmp_pa
     from lipsync.video import probe_video
 
     final = tiny_run / "final"
-    pipe = load_pipeline(final, device="cpu")
+    pipe = load_pipeline(final, device="cpu", dtype=torch.float32)  # fp32: the saved weights exactly
     assert pipe.unet.config.image_size == 32
     assert max_difference({k: v for k, v in pipe.unet.state_dict().items()}, weights(final / "unet")) == 0.0
     # a training checkpoint loads too (its EMA weights): the step-4 checkpoint holds the final weights
-    ckpt = load_pipeline(tiny_run / "checkpoints/step_000004", device="cpu")
+    ckpt = load_pipeline(tiny_run / "checkpoints/step_000004", device="cpu", dtype=torch.float32)
     assert max_difference(ckpt.unet.state_dict(), weights(final / "unet")) == 0.0
 
     clip = MEDIA / "train" / f"{TRAIN_CLIP}.mpg"
