@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
-import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ from typing import List, Optional, Tuple
 from urllib.parse import urlparse
 
 from lipsync.errors import WeightsUnavailableError
-from lipsync.hub import DEFAULT_TIMEOUT_S, cached_file, hub_offline, hub_reachable
+from lipsync.hub import DEFAULT_TIMEOUT_S, cached_file, hub_offline, hub_reachable, url_reachable
 
 
 @dataclass(frozen=True)
@@ -62,28 +60,6 @@ def weights_cache_dir() -> Path:
     import torch
 
     return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def host_reachable(url: str, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
-    """One TCP connection to the URL's host within ``timeout`` seconds, name lookup included (no HTTP request).
-
-    The lookup and connection run in a daemon thread, so a resolver that hangs cannot hold the caller longer.
-    """
-    parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    answer: List[bool] = []
-
-    def connect() -> None:
-        try:
-            with socket.create_connection((parsed.hostname, port), timeout=timeout):
-                answer.append(True)
-        except OSError:
-            answer.append(False)
-
-    worker = threading.Thread(target=connect, daemon=True)
-    worker.start()
-    worker.join(timeout)
-    return bool(answer and answer[0])
 
 
 def download_url(url: str, dest: Path, timeout: float = 30.0) -> Path:
@@ -138,7 +114,7 @@ def find_weights(source: WeightsSource, path: Optional[os.PathLike | str] = None
 
     reasons: List[str] = []
     if source.url and source.cache_name:
-        if host_reachable(source.url, timeout):
+        if url_reachable(source.url, timeout):
             try:
                 return download_url(source.url, weights_cache_dir() / source.cache_name)
             except (OSError, urllib.error.URLError) as exc:
