@@ -30,7 +30,6 @@ logger = logging.getLogger("diff2lip.app")
 
 CUSTOM = "custom"  # the preset choice that shows the steps and scheduler controls
 MIN_SPEECH_SECONDS = 0.2
-COMPILE_SUPPORTED = "compile" in JobOptions.__dataclass_fields__  # an engine that can torch.compile the UNet
 
 
 def parse_pads(text: Optional[str]) -> Tuple[int, int, int, int]:
@@ -193,9 +192,7 @@ class Handlers:
             pads=parse_pads(pads), audio_offset=int(audio_offset or 0), scheduler=scheduler, detector=detector,
             side_by_side=True, max_seconds=self.max_seconds, compare_wav2lip=bool(compare_wav2lip),
             wav2lip_checkpoint=self.wav2lip_checkpoint, wav2lip_video=wav2lip_video or None, score=bool(score),
-            syncnet_checkpoint=self.syncnet_checkpoint, mouth_zoom=bool(mouth_zoom))
-        if compile_model and COMPILE_SUPPORTED:
-            options.compile = True
+            syncnet_checkpoint=self.syncnet_checkpoint, mouth_zoom=bool(mouth_zoom), compile=bool(compile_model))
         try:
             options.validate()
         except ValueError as exc:

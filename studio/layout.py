@@ -17,7 +17,7 @@ from lipsync.presets import DEFAULT_PRESET, PRESETS
 
 from . import texts
 from .api import Api
-from .handlers import COMPILE_SUPPORTED, CUSTOM, PRESET_CHOICES, Handlers
+from .handlers import CUSTOM, PRESET_CHOICES, Handlers
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 if not ASSETS.is_dir():  # installed with pip: the examples ship inside the package as lipsync/assets
@@ -150,7 +150,7 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
                                              info="positive: the lips follow the audio later")
                     detector = gr.Dropdown(list(DETECTORS), value=default_detector, label="Face detector",
                                            info="s3fd: accurate; opencv: quick")
-                    compile_model = gr.Checkbox(False, label="Compile the model", visible=COMPILE_SUPPORTED,
+                    compile_model = gr.Checkbox(False, label="Compile the model",
                                                 info="faster jobs after a one-time warm-up of several minutes")
                 with gr.Row():
                     preview_button = gr.Button("Preview first frame", elem_id="preview-first", scale=2)
