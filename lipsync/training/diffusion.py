@@ -65,11 +65,6 @@ class DiffusionSchedule:
         self.posterior_mean_coef2 = as_t((1.0 - ac_prev) * np.sqrt(alphas) / (1.0 - ac))
         self.log_betas = as_t(np.log(betas))
 
-    def sample_timesteps(self, n: int, generator: torch.Generator | None = None,
-                         device: torch.device | str = "cpu") -> torch.Tensor:
-        """n timesteps drawn uniformly from [0, T): LongTensor (n,) (drawn on the CPU, then moved)."""
-        return torch.randint(0, self.num_timesteps, (n,), generator=generator).to(device)
-
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε.  x0, noise (N, C, H, W); t LongTensor (N,) -> (N, C, H, W)."""
         return _gather(self.sqrt_alphas_cumprod, t, x0) * x0 + _gather(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise

@@ -26,7 +26,6 @@ from lipsync.wav2lip import ConvBlock
 
 SYNC_FRAMES = 5
 SYNC_FACE_SIZE = (48, 96)  # lower half of a 96x96 Wav2Lip face
-SYNC_MEL_SHAPE = (1, 80, 16)
 
 SYNC_EXPERT_SOURCE = WeightsSource(
     what="Wav2Lip lip-sync expert (lipsync_expert.pth)",
