@@ -149,10 +149,14 @@ class Terminated(BaseException):
     """SIGTERM arrived: unwinds the job like Ctrl-C, so every temporary file is removed."""
 
 
+_received: list = []  # the signal that stopped the job, if one did
+
+
 def _stop(signum, frame) -> None:
     # a second Ctrl-C or SIGTERM must not interrupt the clean-up the first one started
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _received.append(signum)
     raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
 
 
@@ -165,18 +169,31 @@ def main(argv=None) -> int:
     handlers = None
     if threading.current_thread() is threading.main_thread():
         handlers = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _received.clear()
     try:
         return _run(argv)
     except KeyboardInterrupt:
-        print("error: interrupted; no output was written", file=sys.stderr)
-        return 130
+        return _interrupted(signal.SIGINT)
     except Terminated:
-        print("error: stopped by SIGTERM; no output was written", file=sys.stderr)
-        return 143
+        return _interrupted(signal.SIGTERM)
+    except BaseException:
+        # a library can turn the interrupt into its own error on the way out (numpy's start-up raises
+        # ImportError when Ctrl-C lands in its C initialisation): the signal is still what ended the job
+        if _received:
+            return _interrupted(_received[0])
+        raise
     finally:
         if handlers is not None:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
+
+
+def _interrupted(signum) -> int:
+    if signum == signal.SIGINT:
+        print("error: interrupted; no output was written", file=sys.stderr)
+        return 130
+    print("error: stopped by SIGTERM; no output was written", file=sys.stderr)
+    return 143
 
 
 def _run(argv) -> int:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -212,6 +213,32 @@ def test_ctrl_c_during_start_up_prints_one_line(cli_job, tmp_path, library):
     assert proc.returncode == 130
     assert stderr.strip() == "error: interrupted; no output was written"
     assert list(out_dir.iterdir()) == []
+
+
+def test_ctrl_c_turned_into_another_error_by_a_library_still_reads_as_interrupted(monkeypatch, capsys):
+    # numpy's start-up turns a Ctrl-C that lands in its C initialisation into an ImportError
+    from lipsync import cli
+
+    def run_that_a_library_interrupts(argv):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt as exc:
+            raise ImportError('PyCapsule_Import could not import module "datetime"') from exc
+        return 0
+
+    monkeypatch.setattr(cli, "_run", run_that_a_library_interrupts)
+    assert threading.current_thread() is threading.main_thread()
+    assert cli.main([]) == 130
+    assert capsys.readouterr().err.strip() == "error: interrupted; no output was written"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+
+    def run_with_a_real_bug(argv):
+        raise ImportError("no module named nothing")
+
+    monkeypatch.setattr(cli, "_run", run_with_a_real_bug)
+    with pytest.raises(ImportError):  # without a signal, an error stays an error
+        cli.main([])
 
 
 # ------------------------------------------------------------------------------------------ the report
