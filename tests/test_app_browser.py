@@ -198,7 +198,10 @@ def test_user_session(browser, served, media_dir, tmp_path):
     # the Wav2Lip upload (no comparison), the steps (a preset decides them)
     assert not visible(page, "#reference-frame") and not visible(page, "#wav2lip-video")
     assert not visible(page, "#steps")
-    assert visible(page, "#compare-wav2lip") and visible(page, "#score")  # their weights exist here
+    # their weights exist here (the page re-checks them as it loads: wait for that update to be drawn)
+    page.locator("#compare-wav2lip").first.wait_for(state="visible", timeout=15_000)
+    page.locator("#score").first.wait_for(state="visible", timeout=15_000)
+    assert not visible(page, "#wav2lip-note") and not visible(page, "#syncnet-note")
 
     # 1. A bad upload: the message sits beside the face input, the app goes on
     page.locator("#face-video input[type=file]").set_input_files(fake)
