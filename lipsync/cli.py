@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -167,11 +168,16 @@ def main(argv=None) -> int:
     one ``error:`` line.
     """
     handlers = None
+    hook = sys.unraisablehook
     if threading.current_thread() is threading.main_thread():
         handlers = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        sys.unraisablehook = _redeliver(hook)
     _received.clear()
     try:
-        return _run(argv)
+        status = _run(argv)
+        if _received and status != 0:  # the job ended early because of the signal, in its own words
+            return _interrupted(_received[0])
+        return status
     except KeyboardInterrupt:
         return _interrupted(signal.SIGINT)
     except Terminated:
@@ -184,8 +190,41 @@ def main(argv=None) -> int:
         raise
     finally:
         if handlers is not None:
+            sys.unraisablehook = hook
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
+
+
+def _redeliver(previous):
+    """An unraisable hook: Ctrl-C or SIGTERM whose exception was raised inside a finaliser (a ``__del__`` that
+    garbage collection ran) is swallowed there, so the signal is sent again, to land in the job's own code."""
+
+    def hook(unraisable) -> None:
+        if _received and isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)):
+            signum = _received.pop()
+            signal.signal(signum, _stop)
+            # from another thread, a moment later: sent from here, it would be raised inside this hook
+            threading.Timer(0.02, os.kill, (os.getpid(), signum)).start()
+            return
+        previous(unraisable)
+
+    return hook
+
+
+def run(argv=None) -> None:
+    """The command's entry point (``python -m lipsync`` and the ``lipsync`` script): :func:`main`, then exit
+    with its status.
+
+    After Ctrl-C or SIGTERM it exits at once (130 or 143, output flushed, the job already cleaned up): when
+    the interrupt landed inside a library's start-up (numpy's C initialisation), Python would otherwise end
+    the process by SIGINT on its way out, after the one "error:" line, instead of with the status.
+    """
+    status = main(argv)
+    if _received:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
 
 
 def _interrupted(signum) -> int:

@@ -241,6 +241,33 @@ def test_ctrl_c_turned_into_another_error_by_a_library_still_reads_as_interrupte
         cli.main([])
 
 
+def test_ctrl_c_raised_inside_a_finaliser_still_stops_the_job(monkeypatch, capsys):
+    # garbage collection can run a __del__ just as Ctrl-C arrives; Python swallows exceptions raised there
+    from lipsync import cli
+
+    class Finalised:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)  # the handler runs here, inside the finaliser
+
+    worked = []
+
+    def job(argv):
+        Finalised()  # dropped at once: its __del__ runs
+        for _ in range(100):  # 5 s of work that the interrupt must stop
+            time.sleep(0.05)
+            worked.append(1)
+        return 1
+
+    monkeypatch.setattr(cli, "_run", job)
+    hook = sys.unraisablehook
+    assert cli.main([]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "error: interrupted; no output was written", err  # no "Exception ignored" traceback
+    assert len(worked) < 20  # stopped at once, not after the job's 5 s
+    assert sys.unraisablehook is hook  # given back
+
+
 # ------------------------------------------------------------------------------------------ the report
 
 
