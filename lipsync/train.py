@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     for term in ("simple", "vlb", "l2", "lpips", "sync", "gan"):
         g.add_argument(f"--lambda-{term}", type=float, default=None, metavar="W",
                        help=f"weight of the {term} term (overrides the preset)")
+    g.add_argument("--l2-weighting", choices=["none", "snr"], default="none",
+                   help="none: the paper's plain L2 on x̂0 at every t; snr: weighted by min(1, SNR_t), which keeps "
+                        "its gradient bounded at high noise (steadier on small batches)")
     g.add_argument("--lpips-vgg", default=None, metavar="PATH", help="VGG16 weights for LPIPS (vgg16-397923af.pth)")
     g.add_argument("--lpips-heads", default=None, metavar="PATH", help="LPIPS linear heads (lpips v0.1 vgg.pth)")
     g.add_argument("--sync-expert", default=None, metavar="PATH",
@@ -104,7 +107,7 @@ def config_from_args(args: argparse.Namespace):
         data=args.data, output=args.output, init=args.init, resume=args.resume, preset=args.preset,
         loss_weights={t: getattr(args, f"lambda_{t}") for t in ("simple", "vlb", "l2", "lpips", "sync", "gan")},
         lpips_vgg=args.lpips_vgg, lpips_heads=args.lpips_heads, sync_expert=args.sync_expert,
-        batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay,
+        l2_weighting=args.l2_weighting, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay,
         lr_warmup_steps=args.lr_warmup_steps, max_grad_norm=args.max_grad_norm, max_steps=args.max_steps,
         max_minutes=args.max_minutes,
         ema_decay=args.ema_decay, mixed_precision=mixed, seed=args.seed, cpu=args.cpu, num_workers=args.num_workers,

@@ -24,6 +24,7 @@ from lipsync.training.losses import (
     loss_simple,
     loss_sync,
     loss_vlb,
+    l2_time_weights,
     loss_x0_l2,
     preset_weights,
 )
@@ -112,6 +113,37 @@ def test_loss_simple_and_x0_l2_equal_mse_over_lower_half():
     assert loss_x0_l2(a, b, mask).item() == pytest.approx(((a - b)[..., 8:, :] ** 2).mean().item(), rel=1e-6)
     with pytest.raises(ValueError, match="selects no pixel"):
         loss_simple(a, b, torch.zeros(1, 1, 16, 16))
+
+
+def test_snr_weighted_x0_l2_is_plain_l2_at_low_noise_and_eps_mse_at_high_noise():
+    from lipsync.pipeline_diff2lip import lower_half_mask
+
+    schedule = DiffusionSchedule()
+    alpha_bar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))  # the linear schedule, written out here
+    t = torch.tensor([0, 100, 250, 300, 600, 900, 999])
+    snr = alpha_bar[t.numpy()] / (1.0 - alpha_bar[t.numpy()])
+    weights = l2_time_weights(schedule, t, "snr")
+    np.testing.assert_allclose(weights.numpy(), np.minimum(snr, 1.0), rtol=1e-6)
+    assert weights[:2].tolist() == [1.0, 1.0] and weights[-1] < 1e-4
+    assert l2_time_weights(schedule, t, "none") is None
+    with pytest.raises(ValueError, match="unknown L2 weighting 'snrr'"):
+        l2_time_weights(schedule, t, "snrr")
+
+    g = _gen(3)
+    x0 = torch.rand(7, 3, 16, 16, generator=g) * 2 - 1
+    eps, eps_hat = torch.randn(7, 3, 16, 16, generator=g), torch.randn(7, 3, 16, 16, generator=g)
+    x_t = schedule.q_sample(x0, t, eps)
+    x0_hat = schedule.predict_x0(x_t, t, eps_hat)
+    mask = lower_half_mask(16, 16)
+    per_x0 = ((x0 - x0_hat)[..., 8:, :] ** 2).mean(dim=(1, 2, 3))
+    per_eps = ((eps - eps_hat)[..., 8:, :] ** 2).mean(dim=(1, 2, 3))
+    high = torch.from_numpy(snr < 1)
+    # above SNR 1 the weighted term is ‖ε − ε̂‖² (x̂0's error is ε̂'s times √(1/SNR)); below it the plain L2
+    torch.testing.assert_close(per_x0[high] * torch.from_numpy(snr[high.numpy()]).float(), per_eps[high], rtol=1e-3,
+                               atol=1e-5)
+    expected = torch.where(high, per_eps, per_x0).mean()
+    assert loss_x0_l2(x0_hat, x0, mask, weights).item() == pytest.approx(expected.item(), rel=1e-3)
+    assert loss_x0_l2(x0_hat, x0, mask).item() > 1000 * expected.item()  # the plain term at t = 999 dwarfs it
 
 
 def _vlb_reference(x0, x_t, t, eps, v, rows=0):

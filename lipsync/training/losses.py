@@ -104,14 +104,39 @@ def loss_vlb(schedule: DiffusionSchedule, model_output: torch.Tensor, x0: torch.
     return vlb_terms(schedule, model_output, x0, x_t, t, mask).mean()
 
 
-def loss_x0_l2(x0_pred: torch.Tensor, x0: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def loss_x0_l2(x0_pred: torch.Tensor, x0: torch.Tensor, mask: Optional[torch.Tensor] = None,
+               weights: Optional[torch.Tensor] = None) -> torch.Tensor:
     """L2 = ‖x0 − x̂0‖²: mean squared error of the recovered image (:meth:`DiffusionSchedule.predict_x0`).
 
-    x0_pred, x0: (N, C, H, W) in [-1, 1]; mask: (1|N, 1, H, W) or None.
+    x0_pred, x0: (N, C, H, W) in [-1, 1]; mask: (1|N, 1, H, W) or None; weights: (N,) per-sample factors
+    (:func:`l2_time_weights`) or None (the paper's plain L2).
     """
     if x0_pred.shape != x0.shape:
         raise ValueError(f"x0_pred {tuple(x0_pred.shape)} and x0 {tuple(x0.shape)} must have the same shape")
-    return masked_mean_per_sample((x0 - x0_pred) ** 2, mask).mean()
+    per_sample = masked_mean_per_sample((x0 - x0_pred) ** 2, mask)
+    if weights is not None:
+        per_sample = per_sample * weights.to(per_sample)
+    return per_sample.mean()
+
+
+L2_WEIGHTINGS = ("none", "snr")
+
+
+def l2_time_weights(schedule: DiffusionSchedule, t: torch.Tensor, weighting: str) -> Optional[torch.Tensor]:
+    """Per-sample factors of the L2 term: None for "none" (the paper's ‖x0 − x̂0‖² at every t), or for "snr"
+    min(1, SNR_t) with SNR_t = ᾱ_t/(1 − ᾱ_t), shape (N,) float32.
+
+    x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t multiplies ε̂'s error by √(1/SNR_t) (about 56 at t = 900), so at high noise
+    the plain L2 term's gradient is hundreds of times L_simple's and dominates every clipped step. Weighted by
+    min(1, SNR_t) it is the plain L2 where x̂0 is well determined (SNR ≥ 1, t ≲ 250 on the linear schedule)
+    and equals ‖ε − ε̂‖² above.
+    """
+    if weighting not in L2_WEIGHTINGS:
+        raise ValueError(f"unknown L2 weighting {weighting!r}: choose one of {', '.join(L2_WEIGHTINGS)}")
+    if weighting == "none":
+        return None
+    ac = schedule.alphas_cumprod[t.to("cpu", torch.long)]
+    return (ac / (1.0 - ac)).clamp(max=1.0).float().to(t.device)
 
 
 # ----------------------------------------------------------------------------------------------------

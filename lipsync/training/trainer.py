@@ -95,6 +95,7 @@ class TrainConfig:
     lpips_vgg: Optional[str] = None
     lpips_heads: Optional[str] = None
     sync_expert: Optional[str] = None
+    l2_weighting: str = "none"  # "none": the paper's plain L2 on x̂0; "snr": weighted by min(1, SNR_t)
 
     def model_overrides(self) -> Dict[str, Any]:
         """The model sizes given explicitly."""
@@ -474,7 +475,8 @@ class Trainer:
         sync_mel (B, 1, 80, 16), index (B,) global sample indices). Returns (terms dict of 0-d tensors with
         ``loss`` the weighted sum, fake_seq (B, 5, 3, S, S) or None, real_seq (B, 5, 3, S, S)).
         """
-        from .losses import gan_generator_loss, loss_lpips, loss_simple, loss_sync, loss_vlb, loss_x0_l2
+        from .losses import (gan_generator_loss, l2_time_weights, loss_lpips, loss_simple, loss_sync, loss_vlb,
+                             loss_x0_l2)
 
         accelerator, weights = self.accelerator, self.weights
         device = accelerator.device
@@ -502,7 +504,7 @@ class Trainer:
             x0_hat = x0 * (1 - mask) + mask * x0_hat  # the known upper half, as sampling composites
             top = int(s * (1 - _mask_fraction()))
             if weights.l2 > 0:
-                terms["l2"] = loss_x0_l2(x0_hat, x0, mask)
+                terms["l2"] = loss_x0_l2(x0_hat, x0, mask, l2_time_weights(self.schedule, t, self.config.l2_weighting))
             with accelerator.autocast():
                 if weights.lpips > 0:
                     terms["lpips"] = loss_lpips(self.lpips_net, x0_hat[:, :, top:], x0[:, :, top:]).float()
