@@ -239,6 +239,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--sync-expert", default=None, help="Wav2Lip lipsync_expert.pth: adds the SyncNet term")
+    p.add_argument("--lambda-l2", type=float, default=1.0, help="weight of the L2 term on x̂0")
+    p.add_argument("--l2-weighting", choices=["none", "snr"], default="none",
+                   help="none: the paper's plain L2 (the README's run); snr: weighted by min(1, SNR_t)")
     p.add_argument("--eval-frames", type=int, default=30, help="held-out frames scored")
     p.add_argument("--docs", type=Path, default=REPO / "docs")
     p.add_argument("--skip-train", action="store_true", help="only score and draw an existing run")
@@ -255,7 +258,8 @@ def main(argv=None) -> int:
     run_dir = args.output
     if not args.skip_train and not (run_dir / "final" / "model_index.json").is_file():
         cmd = [sys.executable, "-m", "lipsync.train", "--data", args.data, "--val-data", args.val_data,
-               "--output", run_dir, "--preset", "sync" if args.sync_expert else "simple", "--lambda-l2", "1",
+               "--output", run_dir, "--preset", "sync" if args.sync_expert else "simple", "--lambda-l2", args.lambda_l2,
+               "--l2-weighting", args.l2_weighting,
                *MODEL_FLAGS, "--batch-size", args.batch_size, "--lr", args.lr, "--lr-warmup-steps", 100,
                "--ema-decay", 0.999, "--mixed-precision", "bf16", "--threads", 1, "--max-steps", 1_000_000,
                "--max-minutes", args.minutes, "--checkpoint-every", 100, "--validate-every", 100,
