@@ -220,7 +220,7 @@ def run(argv=None) -> None:
     the process by SIGINT on its way out, after the one "error:" line, instead of with the status.
     """
     status = main(argv)
-    if _received:
+    if signal.SIGINT in _received:  # (SIGTERM: a normal exit, which also lets killed ffmpeg children be reaped)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
