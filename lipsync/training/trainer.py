@@ -654,8 +654,10 @@ def _check_config(cfg: TrainConfig) -> None:
             raise TrainingError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     if not cfg.lr > 0:
         raise TrainingError(f"--lr must be > 0, got {cfg.lr}")
-    if cfg.l2_weighting not in ("none", "snr"):
-        raise TrainingError(f"--l2-weighting must be 'none' or 'snr', got {cfg.l2_weighting!r}")
+    from .losses import L2_WEIGHTINGS
+
+    if cfg.l2_weighting not in L2_WEIGHTINGS:
+        raise TrainingError(f"--l2-weighting must be one of {', '.join(L2_WEIGHTINGS)}, got {cfg.l2_weighting!r}")
     if not 0 <= cfg.ema_decay < 1:
         raise TrainingError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
     if cfg.image_size is not None and (cfg.image_size < 32 or cfg.image_size % 16):
