@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
-from lipsync.engine import JobOptions, LipSyncEngine
+from lipsync.job import JobOptions
+from lipsync.engine import LipSyncEngine
 video, audio, output, checkpoint = sys.argv[1:5]
 if checkpoint:
     engine = LipSyncEngine(checkpoint=checkpoint, detector="opencv")

@@ -27,9 +27,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lipsync import audio as audio_io  # noqa: E402
-from lipsync.engine import JobOptions, LipSyncEngine  # noqa: E402
-from lipsync.loading import load_pipeline  # noqa: E402
+from lipsync.media import audio as audio_io  # noqa: E402
+from lipsync.job import JobOptions  # noqa: E402
+from lipsync.engine import LipSyncEngine
+from lipsync.model.loading import load_pipeline  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 FIXTURE_WEIGHTS = SHARED / "fixtures" / "tiny_state_dict.safetensors"
@@ -114,7 +115,7 @@ def main() -> None:
                              chunk_frames=max(32, args.frames), side_by_side=False)
         compile_seconds = None
         if spec.compile:  # compile (and warm up) on one 1-step call with the job's batch shape
-            from lipsync.acceleration import compile_pipeline
+            from lipsync.model.acceleration import compile_pipeline
 
             compile_pipeline(pipe)
             start = time.perf_counter()

@@ -105,7 +105,7 @@ def generate(pipe, faces, refs, mels, steps: int = 25, seed: int = 7) -> np.ndar
 
 def lower_scores(truth: np.ndarray, made: np.ndarray) -> dict:
     """Mean per-frame lower-half PSNR (dB) and SSIM of uint8 (K, 128, 128, 3) stacks."""
-    from lipsync.evaluate import psnr, ssim
+    from lipsync.scoring.metrics import psnr, ssim
 
     top = truth.shape[1] // 2
     p = [psnr(a[top:], b[top:]) for a, b in zip(truth, made)]
@@ -120,8 +120,8 @@ def one_step_psnr(unet, val_data: Path, count: int, timesteps=(100, 300, 500, 70
     """
     import torch
 
-    from lipsync.evaluate import psnr
-    from lipsync.pipeline_diff2lip import lower_half_mask
+    from lipsync.scoring.metrics import psnr
+    from lipsync.model.pipeline import lower_half_mask
     from lipsync.training.data import Diff2LipDataset
     from lipsync.training.diffusion import DiffusionSchedule
 
@@ -155,8 +155,8 @@ def untrained_pipeline(run_dir: Path):
     """The trainer's starting point for this run's model: seeded, guided-diffusion initialisation."""
     import torch
 
-    from lipsync.pipeline_diff2lip import Diff2LipPipeline, default_scheduler
-    from lipsync.training.trainer import build_unet, init_like_guided_diffusion
+    from lipsync.model.pipeline import Diff2LipPipeline, default_scheduler
+    from lipsync.training.config import build_unet, init_like_guided_diffusion
 
     config = json.loads((run_dir / "run_config.json").read_text())
     torch.manual_seed(int(config["train"]["seed"]))

@@ -2,14 +2,27 @@
 
 Public API::
 
-    from lipsync import Diff2LipUNetModel, Diff2LipPipeline, load_pipeline
+    from lipsync import Diff2LipUNetModel, Diff2LipPipeline, load_pipeline   # the model
+    from lipsync import LipSyncEngine, JobOptions, JobReport                  # whole jobs on files
 
-Heavy modules (torch, diffusers) are imported on first use, so ``import lipsync.audio`` stays light.
+Heavy modules (torch, diffusers) are imported on first use, so ``import lipsync.media.audio`` stays light.
+
+The package, in data-flow order (each subpackage's ``__init__`` says what it may import)::
+
+    media/      probe, read and write video; audio and mel windows; detect, track, crop and paste faces
+    model/      the UNet, the pipeline, loading and conversion of checkpoints, fast paths, presets
+    job.py      a job's options, report and timeline
+    engine.py   LipSyncEngine: the one place that touches files AND the pipeline
+    scoring/    SyncNet (LSE-D/LSE-C), Wav2Lip for comparison, image metrics
+    training/   dataset preparation, dataset, diffusion, losses, trainer
+    app/        the Gradio page
+    cli.py, batch.py, train.py, prepare.py, convert.py, evaluate.py: the commands
+    errors.py, console.py, hub.py, checkpoints.py: used by all of the above
 """
 
 from importlib import import_module
 
-from .errors import (  # noqa: F401
+from lipsync.errors import (  # noqa: F401
     AudioTooShortError,
     CheckpointMismatchError,
     InvalidMediaError,
@@ -24,13 +37,13 @@ from .errors import (  # noqa: F401
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Diff2LipUNetModel": "unet_diff2lip",
-    "Diff2LipPipeline": "pipeline_diff2lip",
-    "Diff2LipPipelineOutput": "pipeline_diff2lip",
-    "load_pipeline": "loading",
+    "Diff2LipUNetModel": "model.unet",
+    "Diff2LipPipeline": "model.pipeline",
+    "Diff2LipPipelineOutput": "model.pipeline",
+    "load_pipeline": "model.loading",
     "LipSyncEngine": "engine",
-    "JobOptions": "engine",
-    "JobReport": "engine",
+    "JobOptions": "job",
+    "JobReport": "job",
 }
 
 __all__ = sorted(_LAZY) + [

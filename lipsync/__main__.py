@@ -1,3 +1,3 @@
-from .cli import run
+from lipsync.cli import run
 
 run()

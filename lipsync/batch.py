@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .errors import LipSyncError
+from lipsync.errors import LipSyncError
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def merge_results(output_dir: Path, jobs: Sequence[BatchJob], world_size: int) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli import build_parser as job_parser
+    from lipsync.cli import build_parser as job_parser
 
     p = argparse.ArgumentParser(prog="python -m lipsync.batch", description=__doc__.split("\n\n")[0],
                                 parents=[job_parser(batch=True)], conflict_handler="resolve")
@@ -150,8 +150,8 @@ def main(argv=None) -> int:
     from accelerate import PartialState
     from diffusers.utils import logging as diffusers_logging
 
-    from .cli import job_options
-    from .engine import LipSyncEngine
+    from lipsync.cli import job_options
+    from lipsync.engine import LipSyncEngine
 
     diffusers_logging.set_verbosity_error()
     diffusers_logging.disable_progress_bar()

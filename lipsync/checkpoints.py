@@ -10,7 +10,7 @@ from typing import Dict, List, Mapping
 import torch
 from torch import nn
 
-from .errors import CheckpointMismatchError
+from lipsync.errors import CheckpointMismatchError
 
 StateDict = Dict[str, torch.Tensor]
 MAX_LISTED = 8

@@ -9,9 +9,9 @@ import sys
 import threading
 from typing import Dict, Optional
 
-from .console import PlainProgress, configure_logging, stderr_is_terminal
-from .errors import LipSyncError
-from .presets import PRESETS
+from lipsync.console import PlainProgress, configure_logging, stderr_is_terminal
+from lipsync.errors import LipSyncError
+from lipsync.model.presets import PRESETS
 
 # Only light modules at import time: the engine loads inside main(), where Ctrl-C or SIGTERM during
 # start-up ends in one "error:" line instead of a traceback.
@@ -29,8 +29,8 @@ def _reference(text: str) -> Optional[int]:
 def build_parser(batch: bool = False) -> argparse.ArgumentParser:
     """The CLI's parser (imports the engine for the lists of choices); ``batch=True``: only the job options
     (a parent parser for ``lipsync.batch``)."""
-    from .engine import LENGTH_POLICIES, PAPER_SEED, PASTE_MODES, SCHEDULERS
-    from .faces import DETECTORS
+    from lipsync.job import LENGTH_POLICIES, PAPER_SEED, PASTE_MODES, SCHEDULERS
+    from lipsync.media.detectors import DETECTORS
 
     p = argparse.ArgumentParser(prog="python -m lipsync", add_help=not batch,
                                 description="Lip-sync a face video (or photo) to a speech track with Diff2Lip.")
@@ -116,7 +116,7 @@ class ProgressBars:
 
 def job_options(args: argparse.Namespace):
     """The ``JobOptions`` that parsed CLI flags ask for."""
-    from .engine import JobOptions
+    from lipsync.job import JobOptions
 
     return JobOptions(
         num_inference_steps=args.steps, reference_frame=args.reference_frame, seed=args.seed,
@@ -133,15 +133,15 @@ def job_options(args: argparse.Namespace):
 def check_weights(args: argparse.Namespace) -> None:
     """Refuse within seconds, before any media is read or the model code is imported, when a weights file
     the job needs is neither local, nor cached, nor downloadable now (raises WeightsUnavailableError)."""
-    from .loading import check_weights as check_diff2lip_weights
+    from lipsync.model.loading import check_weights as check_diff2lip_weights
 
     check_diff2lip_weights(args.checkpoint)
     if args.compare_wav2lip and args.wav2lip_video is None:
-        from .wav2lip import check_wav2lip_weights
+        from lipsync.scoring.wav2lip import check_wav2lip_weights
 
         check_wav2lip_weights(args.wav2lip_checkpoint)
     if args.score:
-        from .syncnet import check_syncnet_weights
+        from lipsync.scoring.syncnet import check_syncnet_weights
 
         check_syncnet_weights(args.syncnet_checkpoint)
 
@@ -236,7 +236,7 @@ def _interrupted(signum) -> int:
 
 
 def _run(argv) -> int:
-    from .engine import LipSyncEngine
+    from lipsync.engine import LipSyncEngine
 
     args = build_parser().parse_args(argv)
     configure_logging()  # once: no doubled library lines, no retry or download chatter

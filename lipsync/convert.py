@@ -1,7 +1,6 @@
-"""Convert the original Diff2Lip checkpoint (guided-diffusion key layout) into diffusers form.
+"""Convert the original Diff2Lip checkpoint (guided-diffusion key layout) into a diffusers folder.
 
-The released checkpoint is a plain ``torch.save``d state dict (407 MB, fp32). Our model keeps the same
-module names, so conversion is a one-to-one copy after every key and shape has been checked.
+The reading and key checks live in :mod:`lipsync.model.original`; this is the command.
 
 Command line::
 
@@ -16,87 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from typing import Mapping, Union
 
 import torch
 
-from .checkpoints import StateDict, load_checked_state_dict, read_state_dict, unwrap_state_dict
-from .errors import LipSyncError
-
-
-WHAT = "the Diff2Lip model configuration"
-HINT = "Check that it is a Diff2Lip checkpoint, and pass config overrides (e.g. model_channels=32) for non-paper sizes."
-
-
-def load_original_state_dict(path: Union[str, os.PathLike]) -> StateDict:
-    """Read a pickled original checkpoint safely (``weights_only=True``) as a flat state dict."""
-    return read_state_dict(path, what="Diff2Lip")
-
-
-def convert_original_checkpoint(path_or_state_dict, **config_overrides):
-    """Return a ``Diff2LipUNetModel`` (fp32, eval) holding the original checkpoint's weights."""
-    from .unet_diff2lip import Diff2LipUNetModel
-
-    if isinstance(path_or_state_dict, Mapping):
-        state_dict = unwrap_state_dict(path_or_state_dict, what="Diff2Lip")
-    else:
-        state_dict = load_original_state_dict(path_or_state_dict)
-    model = Diff2LipUNetModel(**config_overrides)
-    load_checked_state_dict(model, {k: v.float() for k, v in state_dict.items()}, what=WHAT, hint=HINT)
-    return model.eval()
-
-
-def load_original_checkpoint(path_or_state_dict, **config_overrides):
-    """Like :func:`convert_original_checkpoint`, with the model sizes read off the weights.
-
-    Args:
-        path_or_state_dict: an original checkpoint file (pickled ``.pt``/``.pth``/``.ckpt``/``.bin`` or
-            ``.safetensors``) or its state dict.
-        config_overrides: model config values that win over the inferred ones (e.g. ``num_head_channels``).
-    Returns a ``Diff2LipUNetModel`` (fp32, eval). Raises ``CheckpointMismatchError`` listing missing,
-    unexpected and wrongly shaped keys when the weights are not Diff2Lip's.
-    """
-    from .loading import infer_unet_config
-
-    if isinstance(path_or_state_dict, Mapping):
-        state_dict = unwrap_state_dict(path_or_state_dict, what="Diff2Lip")
-    elif str(path_or_state_dict).endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state_dict = unwrap_state_dict(load_file(os.fspath(path_or_state_dict)), what="Diff2Lip",
-                                       source=str(path_or_state_dict))
-    else:
-        state_dict = load_original_state_dict(path_or_state_dict)
-    try:
-        inferred = infer_unet_config(state_dict)
-    except (KeyError, IndexError, ZeroDivisionError):  # not Diff2Lip's layout: the key check below says how
-        inferred = {}
-    return convert_original_checkpoint(state_dict, **{**inferred, **config_overrides})
-
-
-# the model of `--random-small` (as the tests' small model): 4 levels, attention at 16x16, 3.1 M parameters
-RANDOM_SMALL_CONFIG = dict(model_channels=32, channel_mult=(1, 1, 2, 2), num_res_blocks=1,
-                           attention_resolutions=(16,), num_head_channels=32)
-
-
-def random_small_pipeline(seed: int = 0):
-    """A ``Diff2LipPipeline`` with a small randomly initialised UNet (``RANDOM_SMALL_CONFIG``), seeded.
-
-    Its output is meaningless (random weights); it exercises the whole tool chain in seconds per frame
-    on a CPU. The official initialisation zeroes the output convolutions; every weight is nudged by
-    0.02 * N(0, 1) so that the network is not trivially zero.
-    """
-    from .pipeline_diff2lip import Diff2LipPipeline, default_scheduler
-    from .unet_diff2lip import Diff2LipUNetModel
-
-    torch.manual_seed(seed)
-    unet = Diff2LipUNetModel(**RANDOM_SMALL_CONFIG)
-    with torch.no_grad():
-        for parameter in unet.parameters():
-            parameter.add_(0.02 * torch.randn_like(parameter))
-    return Diff2LipPipeline(unet=unet.eval(), scheduler=default_scheduler())
+from lipsync.errors import LipSyncError
 
 
 def _parse_override(text: str):
@@ -128,8 +51,9 @@ def main(argv=None) -> int:
         parser.error("--random-small makes a model of its own; leave out --checkpoint")
     output = args.random_small if args.random_small is not None else args.output
 
-    from .console import configure_logging, quiet_diffusers
-    from .pipeline_diff2lip import Diff2LipPipeline, default_scheduler
+    from lipsync.console import configure_logging, quiet_diffusers
+    from lipsync.model.loading import load_original_checkpoint, random_small_pipeline
+    from lipsync.model.pipeline import Diff2LipPipeline, default_scheduler
 
     configure_logging()
     try:

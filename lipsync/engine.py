@@ -18,339 +18,29 @@ import logging
 from collections import OrderedDict
 import threading
 import time
-from dataclasses import dataclass, field
-from fractions import Fraction
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
-from . import audio as audio_io
-from . import compare
-from . import faces as face_ops
-from . import stages
-from . import video as video_io
-from .errors import AudioTooShortError, InvalidMediaError, LipSyncError, NoFaceError
+from lipsync.media import audio as audio_io
+from lipsync.scoring import compare
+from lipsync.media import stages
+from lipsync.errors import AudioTooShortError, InvalidMediaError, LipSyncError, NoFaceError
+from lipsync.job import CPU_BATCH_SIZE, FACE_SIZE, GPU_BATCH_SIZE, JobOptions, JobReport, OPTIONAL_STAGES, Progress, STAGES, monotonic_runs, source_indices
+from lipsync.media.crop import crop_faces, paste_faces
+from lipsync.media.detectors import get_detector
+from lipsync.media.probe import probe_video
+from lipsync.media.sidebyside import comparison_layout, side_by_side
+from lipsync.media.source import FrameSource, detect_frames, track_faces
+from lipsync.media.stages import StageTimer
+from lipsync.media.tracking import mouth_in_frame, pad_boxes, select_main_face
+from lipsync.media.writer import VideoWriter, check_output_path
 
 logger = logging.getLogger(__name__)
 
-SCHEDULERS = ("ddim", "dpm", "unipc", "euler")
-LENGTH_POLICIES = ("pingpong", "loop", "shortest")
-PASTE_MODES = ("mouth", "box")
-STAGES = ("decode", "detect", "audio", "diffusion", "paste", "encode", "wav2lip", "score")
-OPTIONAL_STAGES = ("wav2lip", "score")  # reported only when a job used them
-IMAGE_FPS = Fraction(25)  # a still photo becomes a 25 fps clip
-FACE_SIZE = 128
-PAPER_SEED = 7
-CPU_BATCH_SIZE = 8  # default frames per model call (JobOptions.batch_size None)
-GPU_BATCH_SIZE = 32  # a GPU keeps busy with larger batches (the paper model needs ~6 GiB at 32 in fp16)
-
-Progress = Callable[[str, float, str], None]
-
-
-@dataclass
-class JobOptions:
-    """What a user can choose for one job (CLI flags and app controls map onto these)."""
-
-    num_inference_steps: int = 25
-    reference_frame: Optional[int] = None  # None: each frame is its own reference (the paper's cross setting)
-    seed: int = PAPER_SEED
-    batch_size: Optional[int] = None  # None: CPU_BATCH_SIZE on the CPU, GPU_BATCH_SIZE on a GPU
-    paste: str = "mouth"  # "mouth": only the generated lower half, feathered; "box": the official full-box paste
-    length_policy: str = "pingpong"  # audio longer than video: "pingpong" | "loop"; "shortest" = official
-    pads: Tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right
-    audio_offset: int = 0  # frames; 0 = the official alignment
-    scheduler: str = "ddim"
-    preset: Optional[str] = None  # lipsync.presets name ("paper", "fast", "draft"): overrides steps + scheduler
-    deepcache_interval: Optional[int] = None  # DeepCache: deep features recomputed every N-th step (1 = off);
-    #                                           None: the preset's (off without a preset)
-    compile: bool = False  # torch.compile the UNet (once per process; minutes the first time)
-    overlap: bool = True  # decode ahead of and paste/encode behind the model in threads (same output)
-    detector: str = "s3fd"
-    side_by_side: bool = True
-    mouth_zoom: bool = False  # the side-by-side gets a zoomed strip of each panel's mouth
-    chunk_frames: int = 32
-    max_seconds: Optional[float] = None
-    # comparison and scores (lipsync.compare)
-    compare_wav2lip: bool = False  # run Wav2Lip too: the side-by-side becomes source | Wav2Lip | Diff2Lip
-    wav2lip_checkpoint: Optional[str] = None  # None: $LIPSYNC_WAV2LIP_CHECKPOINT or the Hub
-    wav2lip_video: Optional[str] = None  # an existing Wav2Lip result to show instead of running Wav2Lip
-    score: bool = False  # LSE-D / LSE-C of source, (Wav2Lip) and Diff2Lip against the driving audio
-    syncnet_checkpoint: Optional[str] = None  # None: $LIPSYNC_SYNCNET_CHECKPOINT or the Hub
-    score_seconds: float = compare.SCORE_SECONDS  # only the first seconds of the output are scored
-
-    @property
-    def with_wav2lip(self) -> bool:
-        """Whether the job has a Wav2Lip panel (run here, or the user's ``wav2lip_video``)."""
-        return bool(self.compare_wav2lip or self.wav2lip_video)
-
-    def sampling(self) -> Tuple[str, int, int]:
-        """(scheduler, steps, DeepCache interval) the job samples with: the preset's, or the options' own."""
-        if self.preset:
-            from .presets import get_preset
-
-            preset = get_preset(self.preset)
-            return preset.scheduler, preset.steps, int(self.deepcache_interval or preset.deepcache_interval)
-        return self.scheduler, int(self.num_inference_steps), int(self.deepcache_interval or 1)
-
-    def validate(self) -> None:
-        if self.preset:
-            from .presets import get_preset
-
-            get_preset(self.preset)
-        if not 1 <= int(self.num_inference_steps) <= 1000:
-            raise ValueError(f"num_inference_steps must be 1..1000, got {self.num_inference_steps}")
-        for name, value, allowed in (("paste", self.paste, PASTE_MODES),
-                                     ("length_policy", self.length_policy, LENGTH_POLICIES),
-                                     ("scheduler", self.scheduler, SCHEDULERS),
-                                     ("detector", self.detector, tuple(face_ops.DETECTORS))):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-        if len(tuple(self.pads)) != 4:
-            raise ValueError(f"pads must be 4 numbers (top, bottom, left, right), got {self.pads!r}")
-        if (self.batch_size is not None and int(self.batch_size) < 1) or int(self.chunk_frames) < 1:
-            raise ValueError("batch_size and chunk_frames must be at least 1")
-        if self.deepcache_interval is not None and int(self.deepcache_interval) < 1:
-            raise ValueError(f"deepcache_interval must be at least 1 (1 = off), got {self.deepcache_interval}")
-        if not float(self.score_seconds) > 0:
-            raise ValueError(f"score_seconds must be positive, got {self.score_seconds}")
-
-
-@dataclass
-class JobReport:
-    """What a job produced, and how long each stage took."""
-
-    output: Optional[Path]
-    side_by_side: Optional[Path]
-    frames: int
-    fps: float
-    width: int
-    height: int
-    faces_found: int
-    faces_missing: int
-    faces_interpolated: int
-    # frames whose face was found but whose mouth is out of the picture (detectors with landmarks): not lip-synced
-    faces_refused: int = 0
-    seconds: Dict[str, float] = field(default_factory=dict)
-    duration: float = 0.0
-    # per source frame: the face box used (x1, y1, x2, y2) and whether it was lip-synced; per output frame:
-    # which source frame it shows (ping-pong/loop timelines)
-    boxes: Optional[np.ndarray] = field(default=None, repr=False)
-    valid: Optional[np.ndarray] = field(default=None, repr=False)
-    source_index: Optional[np.ndarray] = field(default=None, repr=False)
-    # with options.score: {"source" | "wav2lip" | "diffusion": {"lse_d", "lse_c", "offset", "frames", "seconds"}}
-    scores: Dict[str, Dict[str, float]] = field(default_factory=dict)
-
-    @property
-    def source_frames(self) -> int:
-        """Number of source frames the job used (the face counts are per source frame)."""
-        return len(self.valid) if self.valid is not None else self.frames
-
-    def timeline(self) -> str:
-        """How the output frames show the source frames, in words ("" when each is shown once, in order)."""
-        n = self.source_frames
-        index = self.source_index
-        if index is None or np.array_equal(index, np.arange(len(index))):
-            return ""
-        if n == 1:
-            return "1 source frame held for every output frame"
-        steps = np.diff(np.asarray(index))
-        if (steps == -1).any():
-            return f"{n} source frames played forward and backward (ping-pong)"
-        if (steps < 0).any():
-            return f"{n} source frames looped"
-        return f"{n} source frames"
-
-    def summary(self) -> str:
-        """One line for the CLI: output, length, size, the source timeline and the per-source-frame face counts."""
-        total = sum(self.seconds.values())
-        timeline = self.timeline()
-        per_source = "per source frame: " if timeline or self.source_frames != self.frames else ""
-        return (f"{self.output}: {self.frames} frames at {self.fps:g} fps ({self.duration:.2f} s, "
-                f"{self.width}x{self.height})" + (f", showing {timeline}" if timeline else "")
-                + f"; {per_source}faces found in {self.faces_found}, interpolated "
-                f"{self.faces_interpolated}, missing {self.faces_missing}"
-                + (f", refused {self.faces_refused} (mouth out of the picture)" if self.faces_refused else "")
-                + f"; {total:.1f} s")
-
-    def as_markdown(self) -> str:
-        """The report as a two-column Markdown table (the app shows it)."""
-        rows = [("frames", self.frames), ("fps", f"{self.fps:g}"), ("duration", f"{self.duration:.2f} s"),
-                ("size", f"{self.width}x{self.height}"),
-                ("source frames", self.timeline() or self.source_frames),
-                ("faces found (per source frame)", self.faces_found),
-                ("faces interpolated (per source frame)", self.faces_interpolated),
-                ("faces missing (per source frame)", self.faces_missing),
-                ("faces refused, mouth out of the picture (per source frame)", self.faces_refused)]
-        rows += [(f"{stage} (s)", f"{seconds:.2f}") for stage, seconds in self.seconds.items()]
-        return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-
-    def scores_markdown(self) -> str:
-        """LSE-D / LSE-C / offset per stream as a small Markdown table ("" without scores)."""
-        return compare.scores_markdown(self.scores)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Timeline and sources
-# ----------------------------------------------------------------------------------------------------
-
-
-def source_indices(num_source: int, num_output: int, policy: str) -> np.ndarray:
-    """Source frame index of every output frame: forward, then (pingpong) backward and forward again,
-    or (loop) from the start again. (num_output,) int64."""
-    i = np.arange(num_output)
-    if num_source == 1:
-        return np.zeros(num_output, dtype=np.int64)
-    if policy == "pingpong":
-        period = 2 * num_source - 2
-        k = i % period
-        return np.where(k < num_source, k, period - k).astype(np.int64)
-    return (i % num_source).astype(np.int64)
-
-
-def monotonic_runs(indices: np.ndarray) -> List[Tuple[int, int]]:
-    """Split a chunk of source indices into [start, stop) positions whose indices step by +1 or by -1."""
-    runs, start = [], 0
-    for j in range(1, len(indices) + 1):
-        if j == len(indices):
-            runs.append((start, j))
-            break
-        step = int(indices[j]) - int(indices[j - 1])
-        if abs(step) != 1 or (j - start >= 2 and step != int(indices[start + 1]) - int(indices[start])):
-            runs.append((start, j))
-            start = j
-    return runs
-
-
-class FrameSource:
-    """Frames of a video file (decoded on demand) or of a still photo (one frame)."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.is_image = video_io.is_image(self.path)
-        if self.is_image:
-            self.image = video_io.read_image(self.path)
-            self.height, self.width = self.image.shape[:2]
-            self.fps = IMAGE_FPS
-            self.num_frames = 1
-            self.info = None
-        else:
-            self.info = video_io.probe_video(self.path)
-            self.height, self.width, self.fps = self.info.height, self.info.width, self.info.fps
-            self.num_frames = self.info.num_frames
-        self._reader: Optional[Iterator[np.ndarray]] = None
-        self._position = 0
-        self._buffer = np.zeros((0, self.height, self.width, 3), np.uint8)
-
-    def chunks(self, chunk_size: int, count: Optional[int] = None) -> Iterator[np.ndarray]:
-        """Sequential (n, H, W, 3) uint8 chunks from frame 0."""
-        if self.is_image:
-            yield self.image[None]
-            return
-        yield from video_io.iter_frames(self.path, chunk_size, self.info, count=count)
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Frames [start, stop) ascending. Continues an open sequential reader when possible, else seeks."""
-        if self.is_image:
-            return np.repeat(self.image[None], stop - start, axis=0)
-        if self._reader is None or start != self._position:
-            self.close()
-            self._reader = video_io.iter_frames(self.path, 64, self.info, start=start)
-            self._position = start
-        out = [self._buffer]
-        have = len(self._buffer)
-        while have < stop - start:
-            chunk = next(self._reader, None)
-            if chunk is None:
-                break
-            out.append(chunk)
-            have += len(chunk)
-        frames = np.concatenate(out)
-        if len(frames) < stop - start:  # the container claimed more frames than decode: repeat the last
-            frames = np.concatenate([frames, np.repeat(frames[-1:], stop - start - len(frames), axis=0)])
-        self._buffer = frames[stop - start:]
-        self._position = stop
-        return frames[: stop - start]
-
-    def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-        self._reader = None
-        self._buffer = self._buffer[:0]
-
-
-def detect_frames(source: FrameSource, detector, count: int, chunk_frames: int = 32, timer=None,
-                  notify: Optional[Progress] = None) -> List[np.ndarray]:
-    """Per-frame detections of frames [0, count) of ``source``, decoded chunk by chunk (only detections are kept).
-
-    Args:
-        source: the clip.
-        detector: any ``lipsync.faces.FaceDetector``.
-        count: frames to detect; fewer come back when the clip decodes to fewer frames.
-        chunk_frames: frames decoded per chunk.
-        timer: optional ``_Timer`` that gets the "decode" and "detect" seconds.
-        notify: optional ``progress(stage, fraction, message)``.
-    Returns:
-        one (k, 5) float array (x1, y1, x2, y2, score) per decoded frame.
-    """
-    timer = timer or _Timer()
-    notify = notify or (lambda stage, fraction, message: None)
-    detections: List[np.ndarray] = []
-    chunks = source.chunks(chunk_frames, count=count)
-    try:
-        while len(detections) < count:
-            with timer("decode"):
-                chunk = next(chunks, None)
-            if chunk is None:
-                break
-            with timer("detect"):
-                detections.extend(detector.detect(chunk[: count - len(detections)]))
-            notify("detect", min(1.0, len(detections) / count), f"faces: frame {len(detections)}/{count}")
-    finally:
-        chunks.close()
-    return detections
-
-
-def track_faces(detections: List[np.ndarray], source: FrameSource, pads=(0, 0, 0, 0)
-                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The boxes the engine crops with: ``lipsync.faces.boxes_from_detections`` with the job's pads.
-
-    Args:
-        detections: per-frame detections from :func:`detect_frames`.
-        source: the clip (its frame size clips padded boxes; its name is used in errors).
-        pads: (top, bottom, left, right) pixels.
-    Returns:
-        boxes (N, 4) int64 x1, y1, x2, y2, valid (N,) bool (frames to lip-sync), found (N,) bool (detected),
-        refused (N,) bool (a face whose mouth is out of the picture: never lip-synced).
-    Raises:
-        NoFaceError: no frame has a face.
-    """
-    frame_shape = (source.height, source.width, 3)
-    config = face_ops.FaceConfig(pads=tuple(int(p) for p in pads))
-    return face_ops.boxes_from_detections(detections, frame_shape, config, source=source.path.name)
-
-
-# ----------------------------------------------------------------------------------------------------
-# The engine
-# ----------------------------------------------------------------------------------------------------
-
-
-class _Timer:
-    """Seconds per stage; stages running in overlapped threads add their own time (thread-safe)."""
-
-    def __init__(self):
-        self.seconds = {stage: 0.0 for stage in STAGES}
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def __call__(self, stage: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self.seconds[stage] += time.perf_counter() - start
 
 
 @dataclass
@@ -410,7 +100,7 @@ class LipSyncEngine:
     def pipeline(self):
         with self._lock:
             if self._pipeline is None:
-                from .loading import load_pipeline
+                from lipsync.model.loading import load_pipeline
 
                 self._pipeline = load_pipeline(self.checkpoint, self.device, self.dtype)
                 self._pipeline.set_progress_bar_config(disable=True)
@@ -425,7 +115,7 @@ class LipSyncEngine:
         key = None if checkpoint is None else str(checkpoint)
         with self._lock:
             if key not in self._wav2lip:
-                from .wav2lip import load_wav2lip
+                from lipsync.scoring.wav2lip import load_wav2lip
 
                 self._wav2lip = {key: load_wav2lip(key, device=self.device)}  # keep one in memory
             return self._wav2lip[key]
@@ -435,10 +125,10 @@ class LipSyncEngine:
         key = None if checkpoint is None else str(checkpoint)
         with self._lock:
             if key not in self._syncnet:
-                from .syncnet import load_syncnet
+                from lipsync.scoring.syncnet import load_syncnet
 
                 self._syncnet = {key: load_syncnet(key, device=self.device)}
-            from .syncnet import SyncScorer
+            from lipsync.scoring.syncnet import SyncScorer
 
             return SyncScorer(self._syncnet[key])
 
@@ -447,7 +137,7 @@ class LipSyncEngine:
         with self._lock:
             if name not in self._detectors:
                 device = self.device or ("cuda" if _cuda_available() else "cpu")
-                self._detectors[name] = face_ops.get_detector(name, device=device)
+                self._detectors[name] = get_detector(name, device=device)
             return self._detectors[name]
 
     def _use_scheduler(self, name: str) -> None:
@@ -486,12 +176,12 @@ class LipSyncEngine:
         if len(detections[0]) == 0:
             cv2.putText(canvas, "no face found", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 0, 0), 3)
             return canvas, False
-        usable = detections[0][face_ops.mouth_in_frame(detections[0], frame.shape)]  # keypoints: whole mouth seen
+        usable = detections[0][mouth_in_frame(detections[0], frame.shape)]  # keypoints: whole mouth seen
         if len(usable) == 0:
             cv2.putText(canvas, "mouth out of the picture", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 0, 0), 3)
             return canvas, False
-        boxes, _ = face_ops.select_main_face([usable])
-        x1, y1, x2, y2 = face_ops.pad_boxes(boxes, options.pads, frame.shape)[0].astype(int)
+        boxes, _ = select_main_face([usable])
+        x1, y1, x2, y2 = pad_boxes(boxes, options.pads, frame.shape)[0].astype(int)
         mid = y1 + (y2 - y1) // 2
         shade = canvas[mid:y2, x1:x2].astype(np.float32)
         canvas[mid:y2, x1:x2] = (0.55 * shade + 0.45 * np.array([255, 0, 160])).astype(np.uint8)
@@ -520,9 +210,9 @@ class LipSyncEngine:
     def preview_first_frame(self, video, audio, options: Optional[JobOptions] = None) -> np.ndarray:
         """Frame 0 lip-synced (the model runs on one frame): check crop, mask and reference quickly."""
         options = options or JobOptions()
-        plan = self._plan(Path(video), Path(audio), options, _Timer(), None, max_frames=1)
+        plan = self._plan(Path(video), Path(audio), options, StageTimer(STAGES), None, max_frames=1)
         try:
-            for _, result in self._generate(plan, options, _Timer(), None):
+            for _, result in self._generate(plan, options, StageTimer(STAGES), None):
                 return result[0]
         finally:
             plan.source.close()
@@ -542,11 +232,11 @@ class LipSyncEngine:
         """
         options = options or JobOptions()
         options.validate()
-        output = video_io.check_output_path(output)
+        output = check_output_path(output)
         sbs = None
         if options.side_by_side:
-            sbs = video_io.check_output_path(side_by_side_path or output.with_name(output.stem + "_side_by_side.mp4"))
-        timer = _Timer()
+            sbs = check_output_path(side_by_side_path or output.with_name(output.stem + "_side_by_side.mp4"))
+        timer = StageTimer(STAGES)
         notify = progress or (lambda stage, fraction, message: None)
         with self._lock:
             plan = self._plan(Path(video), Path(audio), options, timer, notify)
@@ -555,7 +245,7 @@ class LipSyncEngine:
             finally:
                 plan.source.close()
 
-    def _plan(self, video: Path, audio: Path, options: JobOptions, timer: _Timer, notify, max_frames=None) -> _Plan:
+    def _plan(self, video: Path, audio: Path, options: JobOptions, timer: StageTimer, notify, max_frames=None) -> _Plan:
         notify = notify or (lambda stage, fraction, message: None)
         source = FrameSource(video)
         fps = source.fps
@@ -607,14 +297,14 @@ class LipSyncEngine:
                 why = "the mouth is outside the picture in" if refused[k] else "no face was found in"
                 raise NoFaceError(f"{why} reference frame {k}; choose another reference frame")
             frame = source.read(k, k + 1)
-            reference = face_ops.crop_faces(frame, boxes[k:k + 1], FACE_SIZE)[0]
+            reference = crop_faces(frame, boxes[k:k + 1], FACE_SIZE)[0]
         return _Plan(source, wav, mel, mels, src, boxes, valid, found, reference, refused)
 
     def _check_comparison(self, options: JobOptions, num_output: int, fps) -> None:
         """Load the Wav2Lip / SyncNet weights and probe a given Wav2Lip result before the long passes."""
         shown = options.side_by_side or options.score  # otherwise the Wav2Lip result would be shown nowhere
         if shown and options.wav2lip_video:
-            video_io.probe_video(options.wav2lip_video)
+            probe_video(options.wav2lip_video)
         elif shown and options.compare_wav2lip:
             self.wav2lip_model(options.wav2lip_checkpoint)
         if options.score:
@@ -632,7 +322,7 @@ class LipSyncEngine:
                                          plan.valid[plan.src], mels, (size[1], size[0], 3))
         return None
 
-    def _detect(self, source: FrameSource, used: int, options: JobOptions, timer: _Timer, notify) -> List[np.ndarray]:
+    def _detect(self, source: FrameSource, used: int, options: JobOptions, timer: StageTimer, notify) -> List[np.ndarray]:
         """Per-frame detections of frames [0, used), decoded chunk by chunk (only detections are kept)."""
         stat = source.path.stat()
         key = (str(source.path.resolve()), stat.st_size, stat.st_mtime_ns, options.detector)
@@ -655,7 +345,7 @@ class LipSyncEngine:
         device = str(device) if device is not None else (self.device or ("cuda" if _cuda_available() else "cpu"))
         return GPU_BATCH_SIZE if device.startswith("cuda") else CPU_BATCH_SIZE
 
-    def _prepared_chunks(self, plan: _Plan, options: JobOptions, timer: _Timer) -> Iterator["_Chunk"]:
+    def _prepared_chunks(self, plan: _Plan, options: JobOptions, timer: StageTimer) -> Iterator["_Chunk"]:
         """Stage 1 (ahead of the model): decode each chunk of the output timeline and crop its faces."""
         total_out = len(plan.src)
         for a in range(0, total_out, options.chunk_frames):
@@ -673,11 +363,11 @@ class LipSyncEngine:
             crops = references = None
             if valid.any():
                 with timer("paste"):
-                    crops = face_ops.crop_faces(frames[valid], boxes[valid], FACE_SIZE)
+                    crops = crop_faces(frames[valid], boxes[valid], FACE_SIZE)
                 references = crops if plan.reference is None else np.repeat(plan.reference[None], len(crops), 0)
             yield _Chunk(a, b, frames, valid, boxes, crops, references)
 
-    def _diffusion_stage(self, plan: _Plan, options: JobOptions, timer: _Timer, notify) -> Callable[["_Chunk"], "_Chunk"]:
+    def _diffusion_stage(self, plan: _Plan, options: JobOptions, timer: StageTimer, notify) -> Callable[["_Chunk"], "_Chunk"]:
         """Stage 2 (the model): a function that fills a chunk's generated faces."""
         import torch
 
@@ -685,7 +375,7 @@ class LipSyncEngine:
         scheduler, steps_per_frame, deepcache_interval = options.sampling()
         self._use_scheduler(scheduler)
         if options.compile or self.compile:
-            from .acceleration import compile_pipeline, is_compiled
+            from lipsync.model.acceleration import compile_pipeline, is_compiled
 
             if not is_compiled(pipe):
                 compile_pipeline(pipe, notify=lambda message: (logger.warning(message),
@@ -718,12 +408,12 @@ class LipSyncEngine:
 
         return diffuse
 
-    def _paste(self, chunk: "_Chunk", options: JobOptions, timer: _Timer) -> np.ndarray:
+    def _paste(self, chunk: "_Chunk", options: JobOptions, timer: StageTimer) -> np.ndarray:
         """Stage 3 (behind the model): paste the generated faces back into the chunk's frames."""
         with timer("paste"):
-            return face_ops.paste_faces(chunk.frames, chunk.boxes, chunk.generated, chunk.valid, mode=options.paste)
+            return paste_faces(chunk.frames, chunk.boxes, chunk.generated, chunk.valid, mode=options.paste)
 
-    def _generate(self, plan: _Plan, options: JobOptions, timer: _Timer, notify) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    def _generate(self, plan: _Plan, options: JobOptions, timer: StageTimer, notify) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         """Yield (source frames, lip-synced frames) chunks of the output timeline, one stage after another."""
         notify = notify or (lambda stage, fraction, message: None)
         diffuse = self._diffusion_stage(plan, options, timer, notify)
@@ -734,13 +424,13 @@ class LipSyncEngine:
             yield chunk.frames, result
 
     def _render(self, plan: _Plan, options: JobOptions, output: Path, sbs: Optional[Path], audio: Path,
-                timer: _Timer, notify) -> JobReport:
+                timer: StageTimer, notify) -> JobReport:
         fps, size = plan.source.fps, (plan.source.width, plan.source.height)
         total = len(plan.src)
         scores: Dict[str, Dict[str, float]] = {}
         with contextlib.ExitStack() as stack:
             colors = plan.source.info.colors if plan.source.info is not None else None  # carried to the outputs
-            writer = stack.enter_context(video_io.VideoWriter(output, fps, size, audio_path=audio, colors=colors))
+            writer = stack.enter_context(VideoWriter(output, fps, size, audio_path=audio, colors=colors))
             comparison = self._comparison(plan, options) if (sbs is not None or options.score) else None
             if comparison is not None and hasattr(comparison, "close"):
                 stack.callback(comparison.close)
@@ -750,8 +440,8 @@ class LipSyncEngine:
             labels = ("source", "Wav2Lip", "Diff2Lip") if comparison is not None else ("source", "Diff2Lip")
             sbs_writer = None
             if sbs is not None:
-                sbs_size = video_io.comparison_layout(size, len(labels), mouth_zoom=options.mouth_zoom).size
-                sbs_writer = stack.enter_context(video_io.VideoWriter(sbs, fps, sbs_size, audio_path=audio,
+                sbs_size = comparison_layout(size, len(labels), mouth_zoom=options.mouth_zoom).size
+                sbs_writer = stack.enter_context(VideoWriter(sbs, fps, sbs_size, audio_path=audio,
                                                                       colors=colors))
             position = [0]  # output frames written so far
 
@@ -770,7 +460,7 @@ class LipSyncEngine:
                     if sbs_writer is not None:
                         streams = [frames, result] if wav2lip is None else [frames, wav2lip, result]
                         mouths = plan.boxes[plan.src[start:start + len(frames)]] if options.mouth_zoom else None
-                        panels = video_io.side_by_side(streams, labels=labels, mouth_boxes=mouths)
+                        panels = side_by_side(streams, labels=labels, mouth_boxes=mouths)
                         sbs_writer.write(_fit_width(panels, sbs_size[0]))
                 position[0] = start + len(frames)
 

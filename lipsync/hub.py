@@ -21,7 +21,7 @@ from typing import Dict, Optional, Tuple
 from urllib.parse import quote, urlparse
 from urllib.request import getproxies, proxy_bypass
 
-from .errors import WeightsUnavailableError
+from lipsync.errors import WeightsUnavailableError
 
 DEFAULT_TIMEOUT_S = 3.0
 TIMEOUT_ENV = "LIPSYNC_HUB_TIMEOUT"

@@ -15,7 +15,7 @@ import logging
 import sys
 from typing import List, Optional
 
-from .errors import LipSyncError
+from lipsync.errors import LipSyncError
 
 
 def _int_list(text: str) -> tuple:
@@ -27,7 +27,7 @@ def _int_list(text: str) -> tuple:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m lipsync.train``."""
-    from .training.losses import LOSS_PRESETS
+    from lipsync.training.losses import LOSS_PRESETS
 
     p = argparse.ArgumentParser(prog="python -m lipsync.train", description="Train or fine-tune Diff2Lip (HF Accelerate).")
     p.add_argument("--data", required=True, help="dataset folder made by python -m lipsync.prepare")
@@ -100,7 +100,7 @@ def config_from_args(args: argparse.Namespace):
     """A :class:`lipsync.training.trainer.TrainConfig` from parsed arguments."""
     import os
 
-    from .training.trainer import TrainConfig
+    from lipsync.training.config import TrainConfig
 
     mixed = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no"
     return TrainConfig(
@@ -129,7 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     diffusers_logging.set_verbosity_error()
     diffusers_logging.disable_progress_bar()  # loading an --init pipeline: no bar before the run's own
-    from .training.trainer import Trainer
+    from lipsync.training.trainer import Trainer
 
     if args.threads:
         import torch

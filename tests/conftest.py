@@ -31,7 +31,7 @@ def run_ffmpeg(*args: str) -> None:
     """Run ffmpeg quietly (overwriting outputs); raise if it fails."""
     import subprocess
 
-    from lipsync.video import find_ffmpeg
+    from lipsync.media.probe import find_ffmpeg
 
     subprocess.run([find_ffmpeg(), "-nostdin", "-v", "error", "-y", *args], check=True)
 
@@ -66,7 +66,7 @@ def small_unet(seed: int = 0):
 
 
 def small_pipeline(seed: int = 0):
-    from lipsync.pipeline_diff2lip import Diff2LipPipeline, default_scheduler
+    from lipsync.model.pipeline import Diff2LipPipeline, default_scheduler
 
     pipe = Diff2LipPipeline(unet=small_unet(seed), scheduler=default_scheduler())
     pipe.set_progress_bar_config(disable=True)
@@ -86,8 +86,8 @@ def save_comparison_weights(folder: Path, seed: int = 0) -> tuple:
     ``folder``; returns (wav2lip .pth, syncnet .model) paths."""
     import torch
 
-    from lipsync.syncnet import SyncNetV2
-    from lipsync.wav2lip import Wav2LipModel
+    from lipsync.scoring.syncnet import SyncNetV2
+    from lipsync.scoring.wav2lip import Wav2LipModel
 
     torch.manual_seed(seed)
     wav2lip = {"module." + k: v for k, v in Wav2LipModel().state_dict().items()}

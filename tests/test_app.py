@@ -15,10 +15,13 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-import app
-from lipsync.engine import JobOptions, LipSyncEngine
-from lipsync.presets import PRESETS
-from lipsync.video import VideoWriter, probe_duration, probe_video, read_frames
+from lipsync.app import estimates, handlers, jobs, layout
+from lipsync.job import JobOptions
+from lipsync.engine import LipSyncEngine
+from lipsync.model.presets import PRESETS
+from lipsync.media.writer import VideoWriter
+from lipsync.media.probe import probe_duration, probe_video
+from lipsync.media.reader import read_frames
 
 CLIP = "pub_video2_retalking_face5.mp4"  # 524x524, 25 fps, 122 frames
 FRAME = 1 / 25
@@ -42,10 +45,11 @@ def free_port() -> int:
 
 
 def test_import_app_loads_no_model():
-    probe = ("import json, sys, app, gradio as gr; "
+    probe = ("import json, sys, app, gradio as gr; from lipsync.app import launch; "
              "print(json.dumps({'modules': [m for m in ('torch', 'diffusers', 'face_alignment', "
-             "'lipsync.unet_diff2lip', 'lipsync.pipeline_diff2lip', 'lipsync.loading') if m in sys.modules], "
-             "'blocks': [k for k, v in vars(app).items() if isinstance(v, (gr.Blocks, app.LipSyncEngine))]}))")
+             "'lipsync.model.unet', 'lipsync.model.pipeline', 'lipsync.model.loading') if m in sys.modules], "
+             "'blocks': [k for k, v in [*vars(app).items(), *vars(launch).items()] "
+             "if isinstance(v, (gr.Blocks, launch.LipSyncEngine))]}))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     # a model needs torch and the UNet module: neither may be imported, and no UI/engine may exist yet
@@ -53,7 +57,7 @@ def test_import_app_loads_no_model():
 
 
 def test_build_demo_loads_no_model(tiny_pipeline_dir, monkeypatch):
-    from lipsync.unet_diff2lip import Diff2LipUNetModel
+    from lipsync.model.unet import Diff2LipUNetModel
 
     created = []
     original_init = Diff2LipUNetModel.__init__
@@ -65,7 +69,7 @@ def test_build_demo_loads_no_model(tiny_pipeline_dir, monkeypatch):
 
     monkeypatch.setattr(Diff2LipUNetModel, "__init__", counting_init)
     engine = LipSyncEngine(checkpoint=tiny_pipeline_dir, device="cpu", detector="opencv")
-    demo = app.build_demo(engine, default_detector="opencv")
+    demo = layout.build_demo(engine, default_detector="opencv")
     assert isinstance(demo, gr.Blocks)
     assert created == [] and not engine.pipeline_loaded
     public = {dep.get("api_name") for dep in demo.config["dependencies"] if dep.get("api_visibility") == "public"}
@@ -76,22 +80,22 @@ def test_build_demo_loads_no_model(tiny_pipeline_dir, monkeypatch):
 
 
 def test_parse_pads():
-    assert app.parse_pads("0, 10,0,0") == (0, 10, 0, 0)
-    assert app.parse_pads("5 6 7 8") == (5, 6, 7, 8)
-    assert app.parse_pads("") == (0, 0, 0, 0)
+    assert handlers.parse_pads("0, 10,0,0") == (0, 10, 0, 0)
+    assert handlers.parse_pads("5 6 7 8") == (5, 6, 7, 8)
+    assert handlers.parse_pads("") == (0, 0, 0, 0)
     for bad in ("1,2,3", "a,b,c,d"):  # (the message names the format)
         with pytest.raises(gr.Error, match="top,bottom,left,right"):
-            app.parse_pads(bad)
+            handlers.parse_pads(bad)
 
 
 def test_job_folders_keep_only_the_last_few():
-    jobs = app.JobFolders(keep=2)
+    folders = jobs.JobFolders(keep=2)
     made = []
     for _ in range(5):
-        folder = jobs.new()
+        folder = folders.new()
         (folder / "result.mp4").write_bytes(b"x" * 1000)
         made.append(folder)
-    left = sorted(p for p in jobs.root.iterdir())
+    left = sorted(p for p in folders.root.iterdir())
     assert left == made[-2:]  # disk use stays bounded: older job folders are gone
 
 
@@ -100,7 +104,7 @@ def test_gpu_wrapper_only_on_spaces(monkeypatch, media_dir, tmp_path):
         return steps * frames
 
     monkeypatch.setitem(sys.modules, "spaces", None)  # import spaces -> ImportError: nothing changes
-    assert app.on_gpu(work, lambda *a: 60) is work
+    assert handlers.on_gpu(work, lambda *a: 60) is work
 
     decorated = {}
 
@@ -111,27 +115,27 @@ def test_gpu_wrapper_only_on_spaces(monkeypatch, media_dir, tmp_path):
         return wrap
 
     monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
-    app.build_demo(LipSyncEngine(checkpoint=tmp_path, detector="opencv"))
+    layout.build_demo(LipSyncEngine(checkpoint=tmp_path, detector="opencv"))
     assert set(decorated) == {"_run_job", "_preview_job", "_calibrate"}  # every model call asks for a GPU ...
     clip, audio = str(media_dir / CLIP), str(media_dir / "tts_en.wav")  # 6.43 s of speech: 161 frames at 25 fps
     options = JobOptions(num_inference_steps=25)
     # ... for as long as steps x frames needs
-    assert decorated["_run_job"](clip, audio, str(tmp_path / "out.mp4"), options, None) == app.gpu_seconds(25, 161)
-    assert decorated["_preview_job"](clip, audio, options) == app.gpu_seconds(25, 1)
-    assert app.gpu_seconds(50, 250) > app.gpu_seconds(25, 125) > app.gpu_seconds(1, 1) > 0
+    assert decorated["_run_job"](clip, audio, str(tmp_path / "out.mp4"), options, None) == estimates.gpu_seconds(25, 161)
+    assert decorated["_preview_job"](clip, audio, options) == estimates.gpu_seconds(25, 1)
+    assert estimates.gpu_seconds(50, 250) > estimates.gpu_seconds(25, 125) > estimates.gpu_seconds(1, 1) > 0
     # running Wav2Lip and scoring three streams ask for more; a given Wav2Lip result costs no Wav2Lip pass
     compared = JobOptions(num_inference_steps=25, compare_wav2lip=True, score=True)
     run_seconds = decorated["_run_job"](clip, audio, str(tmp_path / "out.mp4"), compared, None)
-    assert run_seconds == app.gpu_seconds(25, 161, wav2lip_frames=161, scored_frames=3 * 161)
+    assert run_seconds == estimates.gpu_seconds(25, 161, wav2lip_frames=161, scored_frames=3 * 161)
     given = JobOptions(num_inference_steps=25, compare_wav2lip=True, wav2lip_video=clip)
-    assert app.job_gpu_seconds(given, 161) == app.gpu_seconds(25, 161)
-    assert run_seconds > app.job_gpu_seconds(JobOptions(num_inference_steps=25, score=True), 161) > \
-        app.gpu_seconds(25, 161)
+    assert estimates.job_gpu_seconds(given, 161) == estimates.gpu_seconds(25, 161)
+    assert run_seconds > estimates.job_gpu_seconds(JobOptions(num_inference_steps=25, score=True), 161) > \
+        estimates.gpu_seconds(25, 161)
 
 
 def test_info_line_plans_and_estimates():
-    from studio.estimates import SpeedMeter, format_duration, plan_summary
-    from lipsync.engine import JobReport
+    from lipsync.app.estimates import SpeedMeter, format_duration, plan_summary
+    from lipsync.job import JobReport
 
     # how a 5 s clip covers 9.6 s of speech, in words, under each policy
     assert plan_summary(5.0, 125, 9.6, "pingpong").how == "the video plays forward, then backward, to cover the speech"
@@ -160,7 +164,7 @@ def test_stop_leaves_no_file(tiny_pipeline_dir, media_dir, tmp_path):
     """Stop raises from the progress callback at the next diffusion step: the engine leaves no output."""
     import threading
 
-    from studio.jobs import JobCancelled, progress_reporter
+    from lipsync.app.jobs import JobCancelled, progress_reporter
 
     engine = LipSyncEngine(checkpoint=tiny_pipeline_dir, device="cpu", detector="opencv")
     audio = cut_audio(media_dir / "tts_en.wav", tmp_path / "speech.wav", 2.0)
@@ -195,7 +199,7 @@ def test_stop_leaves_no_file(tiny_pipeline_dir, media_dir, tmp_path):
 def served(tiny_pipeline_dir, comparison_weights):
     engine = LipSyncEngine(checkpoint=tiny_pipeline_dir, device="cpu", detector="opencv")
     wav2lip_checkpoint, syncnet_checkpoint = comparison_weights  # random weights, loaded only by the comparison
-    demo = app.build_demo(engine, default_detector="opencv", max_seconds=30,
+    demo = layout.build_demo(engine, default_detector="opencv", max_seconds=30,
                           wav2lip_checkpoint=str(wav2lip_checkpoint), syncnet_checkpoint=str(syncnet_checkpoint))
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     from gradio_client import Client

@@ -52,7 +52,7 @@ def browser():
 @pytest.fixture(scope="module")
 def served(tiny_pipeline_dir, comparison_weights, tmp_path_factory):
     """(url, folder of the job folders) of the app over the tiny model, with (random) comparison weights."""
-    import app
+    from lipsync.app import layout
     from lipsync.engine import LipSyncEngine
 
     # LIPSYNC_SCREENSHOT_CHECKPOINT: README's screenshot with a trained model (benchmarks/train_small.py) instead
@@ -60,7 +60,7 @@ def served(tiny_pipeline_dir, comparison_weights, tmp_path_factory):
     engine = LipSyncEngine(checkpoint=checkpoint, device="cpu", detector="opencv")
     wav2lip_checkpoint, syncnet_checkpoint = comparison_weights  # random weights
     jobs = tmp_path_factory.mktemp("jobs")
-    demo = app.build_demo(engine, default_detector="opencv", max_seconds=30, jobs_dir=jobs,
+    demo = layout.build_demo(engine, default_detector="opencv", max_seconds=30, jobs_dir=jobs,
                           wav2lip_checkpoint=str(wav2lip_checkpoint), syncnet_checkpoint=str(syncnet_checkpoint))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -171,7 +171,8 @@ def caption_bands_readable(frame: np.ndarray, panel: tuple, labels: list) -> Non
 
 
 def test_user_session(browser, served, media_dir, tmp_path):
-    from lipsync.video import probe_duration, probe_video, read_frames
+    from lipsync.media.probe import probe_duration, probe_video
+    from lipsync.media.reader import read_frames
 
     url, jobs = served
     fake = tmp_path / "holiday.mp4"

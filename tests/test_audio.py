@@ -14,7 +14,7 @@ from conftest import FIXTURES, MEDIA
 from conftest import need_shared as _need
 from conftest import run_ffmpeg as _ffmpeg
 
-from lipsync.audio import (
+from lipsync.media.audio import (
     DEFAULT_AUDIO,
     AudioConfig,
     audio_duration,

@@ -23,8 +23,8 @@ def job_files(media_dir, tmp_path_factory):
     import cv2
     import soundfile
 
-    from lipsync import audio as audio_io
-    from lipsync.video import iter_frames
+    from lipsync.media import audio as audio_io
+    from lipsync.media.reader import iter_frames
 
     root = tmp_path_factory.mktemp("batch")
     frame = next(iter_frames(media_dir / "pub_video1_retalking_face2.mp4", 1))[0]

@@ -10,12 +10,16 @@ import pytest
 import torch
 from conftest import REPO, small_pipeline
 
-from lipsync import audio as audio_io
-from lipsync import compare
-from lipsync.engine import JobOptions, LipSyncEngine
-from lipsync.syncnet import SyncNetV2, crop_syncnet_faces
-from lipsync.video import VideoWriter, comparison_layout, count_frames, iter_frames, probe_duration, probe_video, read_frames
-from lipsync.wav2lip import WAV2LIP_HUB_REPO, Wav2LipModel
+from lipsync.media import audio as audio_io
+from lipsync.scoring import compare
+from lipsync.job import JobOptions
+from lipsync.engine import LipSyncEngine
+from lipsync.scoring.syncnet import SyncNetV2, crop_syncnet_faces
+from lipsync.media.writer import VideoWriter
+from lipsync.media.sidebyside import comparison_layout
+from lipsync.media.probe import count_frames, probe_duration, probe_video
+from lipsync.media.reader import iter_frames, read_frames
+from lipsync.scoring.wav2lip import WAV2LIP_HUB_REPO, Wav2LipModel
 
 CLIPS = ["pub_video1_retalking_face2.mp4", "pub_video2_retalking_face5.mp4", "pub_video3_sadtalker_katiehill.mp4"]
 

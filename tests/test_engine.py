@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 from conftest import REPO, small_pipeline
 
-from lipsync import audio as audio_io
-from lipsync.engine import JobOptions, LipSyncEngine, monotonic_runs, source_indices
+from lipsync.media import audio as audio_io
+from lipsync.job import JobOptions, monotonic_runs, source_indices
+from lipsync.engine import LipSyncEngine
 from lipsync.errors import (AudioTooShortError, InvalidMediaError, NoAudioError, NoFaceError, NoVideoStreamError,
                             OutputPathError)
-from lipsync.video import VideoWriter, count_frames, iter_frames, probe_duration, probe_video
+from lipsync.media.writer import VideoWriter
+from lipsync.media.probe import count_frames, probe_duration, probe_video
+from lipsync.media.reader import iter_frames
 
 CLIPS = ["pub_video1_retalking_face2.mp4", "pub_video2_retalking_face5.mp4", "pub_video3_sadtalker_katiehill.mp4"]
 AUDIOS = ["pub_audio1_latentsync_demo1_16k_mono.wav", "pub_audio2_retalking_audio1_44k_stereo.wav",

@@ -15,17 +15,8 @@ import pytest
 import torch
 
 from lipsync import evaluate
-from lipsync.evaluate import (
-    CSV_COLUMNS,
-    EvalRow,
-    FilelistError,
-    ReconstructionMeter,
-    main,
-    parse_filelist,
-    psnr,
-    ssim,
-    write_csv,
-)
+from lipsync.evaluate import CSV_COLUMNS, EvalRow, FilelistError, main, parse_filelist, write_csv
+from lipsync.scoring.metrics import ReconstructionMeter, psnr, ssim
 
 # ----------------------------------------------------------------------------------------------------
 # PSNR / SSIM
@@ -196,7 +187,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
 
 
 def _needs_media_stack():
-    for module in ("lipsync.video", "lipsync.audio", "lipsync.faces"):
+    for module in ("lipsync.media.reader", "lipsync.media.audio", "lipsync.media.detectors"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not available yet")
     if shutil.which("ffmpeg") is None:
@@ -212,8 +203,8 @@ class FixedBoxDetector:
 
 def test_cli_end_to_end(tmp_path, monkeypatch):
     _needs_media_stack()
-    import lipsync.faces
-    from lipsync.syncnet import SyncNetV2
+    import lipsync.media.detectors
+    from lipsync.scoring.syncnet import SyncNetV2
 
     # 0.4 s of 64x64 video at 25 fps and 0.5 s of audio
     video = tmp_path / "clip.mp4"
@@ -231,7 +222,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch):
     torch.manual_seed(0)
     checkpoint = tmp_path / "syncnet_v2.model"
     torch.save(SyncNetV2().state_dict(), checkpoint)
-    monkeypatch.setattr(lipsync.faces, "get_detector", lambda name, device="cpu", **kw: FixedBoxDetector())
+    monkeypatch.setattr(lipsync.media.detectors, "get_detector", lambda name, device="cpu", **kw: FixedBoxDetector())
 
     filelist = tmp_path / "pairs.txt"
     filelist.write_text("clip.mp4 speech.wav clip.mp4\nclip.mp4 speech.wav\n")

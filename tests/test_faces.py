@@ -1,4 +1,4 @@
-"""Tests for lipsync.faces: detectors on real clips, tracking, gaps, smoothing, crop, paste."""
+"""Tests for lipsync.media (detectors, tracking, crop): detectors on real clips, tracking, gaps, smoothing, crop, paste."""
 
 from __future__ import annotations
 
@@ -14,25 +14,26 @@ import numpy as np
 import pytest
 
 from lipsync.errors import CheckpointMismatchError, NoFaceError, WeightsUnavailableError
-from lipsync.faces import (
+from lipsync.media.detectors import (
     DETECTORS,
-    FaceConfig,
     FaceDetector,
     KEYPOINT_NAMES,
     MediaPipeDetector,
     OpenCVDetector,
     S3FDDetector,
+    get_detector,
+)
+from lipsync.media.tracking import (
+    FaceConfig,
     boxes_from_detections,
-    crop_faces,
     face_boxes,
     fill_missing,
-    get_detector,
     mouth_in_frame,
     pad_boxes,
-    paste_faces,
     select_main_face,
     smooth_boxes,
 )
+from lipsync.media.crop import crop_faces, paste_faces
 
 MEDIA = Path("/work/shared/media")
 CLIPS = {
@@ -280,7 +281,7 @@ def test_s3fd_without_weights_offline_raises_weights_unavailable(tmp_path, monke
 def test_s3fd_without_weights_falls_back_to_mediapipe_with_one_warning(tmp_path, monkeypatch, caplog):
     pytest.importorskip("face_alignment")
     pytest.importorskip("mediapipe")
-    import lipsync.faces as faces_module
+    import lipsync.media.detectors as faces_module
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache
     for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
@@ -289,11 +290,11 @@ def test_s3fd_without_weights_falls_back_to_mediapipe_with_one_warning(tmp_path,
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.setattr(faces_module, "_fallback_announced", False)
     start = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="lipsync.faces"):
+    with caplog.at_level(logging.WARNING, logger="lipsync.media.detectors"):
         first, second = get_detector("s3fd"), get_detector("s3fd")
     assert time.monotonic() - start < 20
     assert isinstance(first, MediaPipeDetector) and isinstance(second, MediaPipeDetector)
-    lines = [r.getMessage() for r in caplog.records if r.name == "lipsync.faces"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "lipsync.media.detectors"]
     assert len(lines) == 1, lines  # said once
     assert lines[0].startswith("could not download the S3FD face-detector weights (")
     assert lines[0].endswith("; using the 'mediapipe' face detector instead (bundled, no download)")

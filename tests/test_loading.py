@@ -10,7 +10,7 @@ import torch
 from conftest import REPO, small_pipeline, small_unet
 
 from lipsync import WeightsUnavailableError, load_pipeline
-from lipsync.loading import PAPER_FILE, PAPER_REPO
+from lipsync.model.loading import PAPER_FILE, PAPER_REPO
 
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -44,7 +44,7 @@ def test_cpu_runs_in_float32_even_when_asked_for_half(tmp_path):
 
 
 def test_default_precision_is_bf16_where_the_cpu_runs_it_fast(tmp_path):
-    from lipsync.acceleration import fast_bf16_cpu
+    from lipsync.model.acceleration import fast_bf16_cpu
 
     small_pipeline().save_pretrained(tmp_path)
     pipe = load_pipeline(tmp_path, device="cpu")

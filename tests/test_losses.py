@@ -55,7 +55,7 @@ def _gen(seed):
 def test_schedule_matches_inference_scheduler_and_closed_forms():
     from diffusers import DDPMScheduler
 
-    from lipsync.pipeline_diff2lip import default_scheduler
+    from lipsync.model.pipeline import default_scheduler
 
     s = DiffusionSchedule()
     assert s.num_timesteps == 1000 and s.alphas_cumprod.dtype == torch.float64
@@ -103,7 +103,7 @@ def test_q_sample_predict_x0_and_posterior():
 
 
 def test_loss_simple_and_x0_l2_equal_mse_over_lower_half():
-    from lipsync.pipeline_diff2lip import lower_half_mask
+    from lipsync.model.pipeline import lower_half_mask
 
     g = _gen(1)
     a, b = torch.randn(3, 3, 16, 16, generator=g), torch.randn(3, 3, 16, 16, generator=g)
@@ -116,7 +116,7 @@ def test_loss_simple_and_x0_l2_equal_mse_over_lower_half():
 
 
 def test_snr_weighted_x0_l2_is_plain_l2_at_low_noise_and_eps_mse_at_high_noise():
-    from lipsync.pipeline_diff2lip import lower_half_mask
+    from lipsync.model.pipeline import lower_half_mask
 
     schedule = DiffusionSchedule()
     alpha_bar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))  # the linear schedule, written out here

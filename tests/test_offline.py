@@ -13,8 +13,8 @@ import torch
 from conftest import REPO, run_ffmpeg, small_unet
 
 from lipsync import WeightsUnavailableError, hub
-from lipsync.engine import STAGES
-from lipsync.loading import PAPER_FILE, PAPER_REPO
+from lipsync.job import STAGES
+from lipsync.model.loading import PAPER_FILE, PAPER_REPO
 
 EXAMPLE_VIDEO = REPO / "assets" / "example_face.mp4"
 EXAMPLE_SPEECH = REPO / "assets" / "example_speech.wav"
@@ -89,8 +89,8 @@ def unreachable_hub(tmp_path, monkeypatch):
 
 def test_wav2lip_syncnet_and_paper_weights_fail_fast_offline(unreachable_hub):
     from lipsync import load_pipeline
-    from lipsync.syncnet import load_syncnet
-    from lipsync.wav2lip import load_wav2lip
+    from lipsync.scoring.syncnet import load_syncnet
+    from lipsync.scoring.wav2lip import load_wav2lip
 
     cases = [(lambda: load_wav2lip(device="cpu"), ["Nekochu/Wav2Lip", "wav2lip_gan.pth", "--wav2lip-checkpoint"]),
              (lambda: load_syncnet(device="cpu"),
@@ -119,7 +119,7 @@ def test_a_cached_file_needs_no_network(unreachable_hub, tmp_path):
 
 def test_s3fd_download_is_refused_at_once_without_a_connection(tmp_path, monkeypatch):
     pytest.importorskip("face_alignment")
-    from lipsync.faces import S3FDDetector
+    from lipsync.media.detectors import S3FDDetector
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     for var in ("HTTPS_PROXY", "https_proxy"):

@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 from conftest import MEDIA, REPO, need_shared, run_ffmpeg, small_pipeline
 
-from lipsync.engine import JobOptions, LipSyncEngine
-from lipsync.video import VideoWriter, find_ffprobe, iter_frames, probe_video
+from lipsync.job import JobOptions
+from lipsync.engine import LipSyncEngine
+from lipsync.media.writer import VideoWriter
+from lipsync.media.probe import find_ffprobe, probe_video
+from lipsync.media.reader import iter_frames
 
 # (matrix, primaries, transfer, range) as ffprobe names them
 TAGS = {
@@ -272,7 +275,7 @@ def test_ctrl_c_raised_inside_a_finaliser_still_stops_the_job(monkeypatch, capsy
 
 
 def _report(policy: str, num_source: int, num_output: int):
-    from lipsync.engine import JobReport, source_indices
+    from lipsync.job import JobReport, source_indices
 
     index = source_indices(num_source, num_output, policy)
     used = int(index.max()) + 1

@@ -48,20 +48,25 @@ def test_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path):
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = "import lipsync, importlib.util as u; print(lipsync.__file__); print(u.find_spec('app').origin)"
+    # only the package is installed: nothing generic (app, studio) at the top of site-packages
+    where = ("import lipsync, importlib.util as u; print(lipsync.__file__); "
+             "print([m for m in ('app', 'studio') if u.find_spec(m) is not None])")
+    assets_of = "from lipsync.app.layout import ASSETS; print(ASSETS)"
     pip = [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
 
     # 1. editable: the installed names point into the source folder
     run(pip + ["-e", source], tmp_path, env)
-    package, app = run([python, "-c", where], elsewhere, env).stdout.split()
-    assert Path(package) == source / "lipsync" / "__init__.py" and Path(app) == source / "app.py"
+    package, generic = run([python, "-c", where], elsewhere, env).stdout.splitlines()
+    assert Path(package) == source / "lipsync" / "__init__.py" and generic == "[]"
+    assert Path(run([python, "-c", assets_of], elsewhere, env).stdout.strip()) == source / "assets"
 
     # 2. a regular install: a copy in the venv, with the app's examples, and the commands
     run(pip + [source], tmp_path, env)
-    package, app = run([python, "-c", where], elsewhere, env).stdout.split()
+    package, generic = run([python, "-c", where], elsewhere, env).stdout.splitlines()
     site = Path(package).parent.parent
-    assert Path(package).is_relative_to(venv) and Path(app) == site / "app.py"
-    assets = Path(run([python, "-c", "import app; print(app.ASSETS)"], elsewhere, env).stdout.strip())
+    assert Path(package).is_relative_to(venv) and generic == "[]"
+    assert not (site / "app.py").exists() and not (site / "studio").exists()
+    assets = Path(run([python, "-c", assets_of], elsewhere, env).stdout.strip())
     assert assets == site / "lipsync" / "assets"  # the app's examples, found by the installed app
     for example in ("example_face.mp4", "example_speech.wav", "example_face.png"):
         assert (assets / example).is_file()
@@ -73,7 +78,7 @@ def test_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path):
     assert "--video" in usage and "--checkpoint" in usage
     assert "--random-small" in run([bin_dir / "lipsync-convert", "--help"], elsewhere, env).stdout
     assert "--filelist" in run([bin_dir / "lipsync-evaluate", "--help"], elsewhere, env).stdout
-    assert (bin_dir / "lipsync-app").is_file()
+    assert "--max-upload-mb" in run([bin_dir / "lipsync-app", "--help"], elsewhere, env).stdout
 
     # 3. one source of truth: the installed metadata lists exactly the requirement files
     probe = "import importlib.metadata as m, json; print(json.dumps(m.requires('diff2lip-studio')))"
@@ -89,10 +94,10 @@ def test_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path):
 
 
 def _third_party_imports() -> dict:
-    """Top-level module -> files importing it, over lipsync/, studio/, app.py, benchmarks/ and tests/ (importorskip too)."""
-    local = {"lipsync", "app", "studio", "conftest"} | {p.stem for p in (REPO / "tests").glob("*.py")}
+    """Top-level module -> files importing it, over lipsync/, app.py, benchmarks/ and tests/ (importorskip too)."""
+    local = {"lipsync", "app", "conftest"} | {p.stem for p in (REPO / "tests").glob("*.py")}
     found: dict = {}
-    files = [*(REPO / "lipsync").rglob("*.py"), *(REPO / "studio").glob("*.py"), REPO / "app.py",
+    files = [*(REPO / "lipsync").rglob("*.py"), REPO / "app.py",
              *(REPO / "tests").glob("*.py"),
              *(REPO / "benchmarks").glob("*.py")]
     for path in files:

@@ -9,7 +9,7 @@ from conftest import REPO, TINY_OVERRIDES, small_pipeline
 from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler
 
 from lipsync import Diff2LipPipeline, Diff2LipUNetModel
-from lipsync.pipeline_diff2lip import default_scheduler
+from lipsync.model.pipeline import default_scheduler
 
 FIGURES = json.loads((REPO / "tests" / "data" / "parity_figures.json").read_text())
 

@@ -11,12 +11,15 @@ import pytest
 import torch
 from conftest import run_ffmpeg
 
-from lipsync import audio as audio_io
-from lipsync import prepare
-from lipsync.engine import JobOptions, LipSyncEngine
-from lipsync.pipeline_diff2lip import default_scheduler
+from lipsync.media import audio as audio_io
+from lipsync.prepare import main as prepare_main
+from lipsync.training import prepare
+from lipsync.job import JobOptions
+from lipsync.engine import LipSyncEngine
+from lipsync.model.pipeline import default_scheduler
 from lipsync.training.data import DatasetError, Diff2LipDataset, load_validation_clips, open_clip
-from lipsync.video import VideoWriter, iter_frames
+from lipsync.media.writer import VideoWriter
+from lipsync.media.reader import iter_frames
 
 TRAIN_CLIP = "train/train_06_videoretalking_3.mp4"  # 590x590, 25 fps, audio and video start together
 FRAMES = 30
@@ -212,7 +215,7 @@ def test_filelist_and_unreadable_clip(videos, tmp_path, capsys):
     filelist.write_text("# VoxCeleb2-style ids\nspeaker/gap\nspeaker/broken NF\nspeaker/absent\n")
     tasks = prepare.list_clips(filelist, root=tmp_path / "root")
     assert [t.id for t in tasks] == ["speaker/absent", "speaker/broken", "speaker/gap"]
-    code = prepare.main(["--videos", str(filelist), "--root", str(tmp_path / "root"), "--output",
+    code = prepare_main(["--videos", str(filelist), "--root", str(tmp_path / "root"), "--output",
                          str(tmp_path / "ds"), "--detector", "opencv", "--workers", "2", "--no-progress"])
     out, err = capsys.readouterr()
     assert code == 0 and "1 clips (1 new" in out and "2 failed" in out
@@ -224,11 +227,11 @@ def test_filelist_and_unreadable_clip(videos, tmp_path, capsys):
 def test_clear_errors(tmp_path, capsys, videos):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert prepare.main(["--videos", str(empty), "--output", str(tmp_path / "ds"), "--detector", "opencv"]) == 2
+    assert prepare_main(["--videos", str(empty), "--output", str(tmp_path / "ds"), "--detector", "opencv"]) == 2
     assert "no video files" in capsys.readouterr().err
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert prepare.main(["--videos", str(videos), "--output", str(blocker / "ds"), "--detector", "opencv"]) == 2
+    assert prepare_main(["--videos", str(videos), "--output", str(blocker / "ds"), "--detector", "opencv"]) == 2
     err = capsys.readouterr().err
     assert "cannot write the dataset" in err and "choose a writable --output" in err
     with pytest.raises(DatasetError, match="no manifest.json"):

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from conftest import MEDIA, need_shared, run_ffmpeg, small_pipeline
 
-from lipsync.engine import JobOptions, LipSyncEngine
-from lipsync.video import iter_frames, probe_video
+from lipsync.job import JobOptions
+from lipsync.engine import LipSyncEngine
+from lipsync.media.reader import iter_frames
+from lipsync.media.probe import probe_video
 
 PATTERN = "testsrc2=size=96x64:rate={rate}:duration={seconds}"
 
@@ -134,13 +136,15 @@ def test_pingpong_backward_half_reference_and_preview_are_frame_exact(late_face_
         assert int(np.argmax(scores)) == k, f"output frame {j} shows source frame {int(np.argmax(scores))}, not {k}"
 
     # the reference face is cropped from frame 20 itself
-    from lipsync import faces as face_ops
-    from lipsync.engine import FACE_SIZE, _Timer
+    from lipsync.media.crop import crop_faces
+    from lipsync.job import FACE_SIZE
+    from lipsync.engine import STAGES
+    from lipsync.media.stages import StageTimer
 
     plan = engine._plan(video, audio, JobOptions(num_inference_steps=1, detector="opencv", reference_frame=20,
-                                                 side_by_side=False), _Timer(), None)
+                                                 side_by_side=False), StageTimer(STAGES), None)
     plan.source.close()
-    expected = face_ops.crop_faces(source[20:21], plan.boxes[20:21], FACE_SIZE)[0]
+    expected = crop_faces(source[20:21], plan.boxes[20:21], FACE_SIZE)[0]
     np.testing.assert_array_equal(plan.reference, expected)
 
     # the app's preview of frame k shows frame k (compare the corner, which the preview does not draw on)

@@ -8,9 +8,10 @@ import pytest
 import torch
 from conftest import TINY_OVERRIDES, small_pipeline
 
-from lipsync import stages
-from lipsync.engine import JobOptions, LipSyncEngine
-from lipsync.video import iter_frames
+from lipsync.media import stages
+from lipsync.job import JobOptions
+from lipsync.engine import LipSyncEngine
+from lipsync.media.reader import iter_frames
 
 # bf16 vs fp32 on the fixture model, 3 frames, 10 DDIM steps (measured: mean |d| 0.0014, 99th percentile 0.034,
 # PSNR 42.5 dB; a few isolated pixels flip further because x0 clipping amplifies tiny differences)
@@ -30,8 +31,8 @@ def fixture_pipeline(fixtures_dir, dtype=torch.float32):
     from safetensors.torch import load_file
 
     from lipsync import Diff2LipPipeline, Diff2LipUNetModel
-    from lipsync.acceleration import prepare_unet
-    from lipsync.pipeline_diff2lip import default_scheduler
+    from lipsync.model.acceleration import prepare_unet
+    from lipsync.model.pipeline import default_scheduler
 
     unet = Diff2LipUNetModel.from_original_checkpoint(
         load_file(str(fixtures_dir / "tiny_state_dict.safetensors")), **TINY_OVERRIDES)
@@ -152,7 +153,7 @@ def test_overlapped_stages_keep_order_bound_memory_and_propagate_errors():
 def short_audio(media_dir, tmp_path_factory):
     import soundfile
 
-    from lipsync import audio as audio_io
+    from lipsync.media import audio as audio_io
 
     wav = audio_io.load_audio(media_dir / "tts_en.wav")[: int(1.0 * 16000)]
     path = tmp_path_factory.mktemp("audio") / "one_second.wav"
@@ -199,7 +200,7 @@ def test_overlapped_engine_error_leaves_no_output(media_dir, short_audio, tmp_pa
 
 def test_cli_presets_deepcache_and_compile_reach_the_job_options():
     from lipsync.cli import build_parser, job_options
-    from lipsync.presets import PRESETS
+    from lipsync.model.presets import PRESETS
 
     base = ["--video", "v.mp4", "--audio", "a.wav", "--output", "o.mp4"]
     paper = job_options(build_parser().parse_args(base))

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from lipsync.errors import AudioTooShortError, CheckpointMismatchError, WeightsUnavailableError
-from lipsync.syncnet import (
+from lipsync.scoring.syncnet import (
     SYNCNET_CHECKPOINT_ENV,
     SYNCNET_HUB_FILENAME,
     SYNCNET_HUB_REPO,

@@ -87,7 +87,7 @@ def tiny_run(dataset, tmp_path_factory):
 
 
 def lower_half_psnr(pipe, samples) -> float:
-    from lipsync.evaluate import psnr
+    from lipsync.scoring.metrics import psnr
     from lipsync.training.reporting import to_uint8_hwc
 
     faces = torch.cat([s["faces"] for s in samples])  # (N, 3, S, S) in [-1, 1]
@@ -101,9 +101,10 @@ def lower_half_psnr(pipe, samples) -> float:
 
 def test_tiny_model_overfits_a_few_frames(dataset, tmp_path):
     from lipsync import load_pipeline
-    from lipsync.pipeline_diff2lip import Diff2LipPipeline, default_scheduler
+    from lipsync.model.pipeline import Diff2LipPipeline, default_scheduler
     from lipsync.training.data import Diff2LipDataset
-    from lipsync.training.trainer import Trainer, TrainConfig, build_unet, init_like_guided_diffusion
+    from lipsync.training.trainer import Trainer
+    from lipsync.training.config import TrainConfig, build_unet, init_like_guided_diffusion
 
     torch.set_num_threads(1)
     few = torch.utils.data.Subset(Diff2LipDataset(dataset, "train", image_size=32, seed=0), [10, 40])  # 10 frames
@@ -262,7 +263,7 @@ def test_final_folder_loads_and_lipsyncs_a_clip_through_the_cli(tiny_run, tmp_pa
     from conftest import MEDIA
 
     from lipsync import load_pipeline
-    from lipsync.video import probe_video
+    from lipsync.media.probe import probe_video
 
     final = tiny_run / "final"
     pipe = load_pipeline(final, device="cpu", dtype=torch.float32)  # fp32: the saved weights exactly
@@ -287,7 +288,7 @@ def test_final_folder_loads_and_lipsyncs_a_clip_through_the_cli(tiny_run, tmp_pa
 
 def test_pipeline_resizes_crops_for_a_model_of_another_size():
     from lipsync import Diff2LipUNetModel
-    from lipsync.pipeline_diff2lip import Diff2LipPipeline, default_scheduler
+    from lipsync.model.pipeline import Diff2LipPipeline, default_scheduler
 
     torch.manual_seed(0)
     unet = Diff2LipUNetModel(**TINY_CONFIG).eval()
@@ -337,7 +338,7 @@ def test_empty_dataset_is_a_clear_error(dataset, tmp_path, capsys):
 
 def test_init_checkpoint_that_does_not_fit_lists_the_keys(dataset, tmp_path, capsys):
     from lipsync import Diff2LipUNetModel
-    from lipsync.pipeline_diff2lip import Diff2LipPipeline, default_scheduler
+    from lipsync.model.pipeline import Diff2LipPipeline, default_scheduler
 
     other = Diff2LipUNetModel(**{**TINY_CONFIG, "channel_mult": (1, 2, 2)})
     Diff2LipPipeline(unet=other, scheduler=default_scheduler()).save_pretrained(tmp_path / "other")

@@ -64,7 +64,7 @@ def test_tiny_forward_equals_reference(tiny_unet, tiny_forward):
 
 
 def test_tiny_intermediates_equal_reference(tiny_unet, tiny_forward):
-    from lipsync.unet_diff2lip import timestep_embedding
+    from lipsync.model.unet import timestep_embedding
 
     with torch.no_grad():
         sinusoid = timestep_embedding(tiny_forward["timesteps"], 32)

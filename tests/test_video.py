@@ -16,24 +16,12 @@ from conftest import MEDIA
 from conftest import need_shared as _need
 from conftest import run_ffmpeg as _ffmpeg
 
-from lipsync import video as video_module
+from lipsync.media import probe as probe_module
 from lipsync.errors import InvalidMediaError, NoAudioError, NoVideoStreamError, OutputPathError
-from lipsync.video import (
-    VideoWriter,
-    as_fraction,
-    check_output_path,
-    count_frames,
-    find_ffmpeg,
-    find_ffprobe,
-    is_image,
-    iter_frames,
-    probe_duration,
-    probe_video,
-    read_frames,
-    read_image,
-    comparison_layout,
-    side_by_side,
-)
+from lipsync.media.writer import VideoWriter, check_output_path
+from lipsync.media.probe import as_fraction, count_frames, find_ffmpeg, find_ffprobe, probe_duration, probe_video
+from lipsync.media.reader import is_image, iter_frames, read_frames, read_image
+from lipsync.media.sidebyside import comparison_layout, side_by_side
 
 
 
@@ -225,7 +213,7 @@ def test_audio_file_has_no_video_stream():
 
 
 def test_missing_ffmpeg_says_how_to_install(monkeypatch, tmp_path):
-    monkeypatch.setattr(video_module.shutil, "which", lambda name: None)
+    monkeypatch.setattr(probe_module.shutil, "which", lambda name: None)
     with pytest.raises(FileNotFoundError, match=r"ffmpeg was not found; install it \(apt-get install ffmpeg\)"):
         find_ffmpeg()
     with pytest.raises(FileNotFoundError, match="ffmpeg was not found"):

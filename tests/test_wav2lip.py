@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lipsync.errors import CheckpointMismatchError, WeightsUnavailableError
-from lipsync.wav2lip import (
+from lipsync.scoring.wav2lip import (
     WAV2LIP_CHECKPOINT_ENV,
     WAV2LIP_FACE_SIZE,
     WAV2LIP_HUB_FILENAMES,

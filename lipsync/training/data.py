@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import torch
 
-from .. import audio as audio_io
-from ..errors import LipSyncError
+from lipsync.media import audio as audio_io
+from lipsync.errors import LipSyncError
 
 __all__ = ["DatasetError", "Diff2LipDataset", "ClipArrays", "open_clip", "load_validation_clips", "sample_starts"]
 

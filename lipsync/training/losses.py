@@ -17,7 +17,7 @@ from typing import Dict, Optional
 import torch
 import torch.nn.functional as F
 
-from .diffusion import DiffusionSchedule, split_model_output
+from lipsync.training.diffusion import DiffusionSchedule, split_model_output
 
 LN2 = math.log(2.0)
 BIN_HALF_WIDTH = 1.0 / 255.0  # 8-bit images in [-1, 1]: bins of width 2/255
@@ -162,7 +162,7 @@ def loss_sync(expert, lower_halves: torch.Tensor, sync_mel: torch.Tensor, rgb: b
     the expert's 48×96 here); sync_mel: (N, 1, 80, 16) the mel segment the 5 frames cover;
     rgb: the frames are RGB (the expert was trained on OpenCV's BGR and gets the channels flipped).
     """
-    from .sync_expert import sync_expert_input
+    from lipsync.training.sync_expert import sync_expert_input
 
     audio_emb, face_emb = expert(sync_mel, sync_expert_input(lower_halves, rgb=rgb))
     cos = F.cosine_similarity(audio_emb.float(), face_emb.float(), dim=1)  # (N,) in [0, 1]: ReLU'd, unit-norm embeddings

@@ -22,7 +22,7 @@ from torch import nn
 
 from lipsync.checkpoints import load_checked_state_dict, read_state_dict
 from lipsync.training.weights import WeightsSource, find_weights
-from lipsync.wav2lip import ConvBlock
+from lipsync.scoring.wav2lip import ConvBlock
 
 SYNC_FRAMES = 5
 SYNC_FACE_SIZE = (48, 96)  # lower half of a 96x96 Wav2Lip face

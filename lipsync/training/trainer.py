@@ -1,7 +1,7 @@
 """The Diff2Lip training loop on HF Accelerate: DDP over 1..N processes, mixed precision, gradient
 accumulation, AdamW, EMA weights, exact checkpoint/resume, logging and validation.
 
-One training step, consistent with inference (:mod:`lipsync.pipeline_diff2lip`) and with the official
+One training step, consistent with inference (:mod:`lipsync.model.pipeline`) and with the official
 ``tfg_data_util.py`` (which builds the masked condition with its own fresh noise during training)::
 
     x0   = faces of B samples x 5 frames                  (B*5, 3, S, S) in [-1, 1]
@@ -27,152 +27,20 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
 
-from ..errors import CheckpointMismatchError, LipSyncError
-from . import checkpointing as ckpt
-from .ema import EMA
-from .reporting import CSVLog, Progress, TensorBoardLog, image_grid, save_png, to_uint8_hwc
-from .sampling import BatchLayout, GlobalOrder, IndexedDataset, StepBatchSampler, draw_noise
+from lipsync.errors import LipSyncError
+from lipsync.training import checkpointing as ckpt
+from lipsync.training.ema import EMA
+from lipsync.training.reporting import CSVLog, Progress, TensorBoardLog, image_grid, save_png, to_uint8_hwc
+from lipsync.training.sampling import BatchLayout, GlobalOrder, IndexedDataset, StepBatchSampler, draw_noise
+from lipsync.training.config import LOG_COLUMNS, MODEL_KEYS, NUM_FRAMES, TrainConfig, TrainingError, VAL_COLUMNS, build_unet, check_config, init_like_guided_diffusion, load_init_source, merge_model_config, paper_unet_config
 
 logger = logging.getLogger(__name__)
-
-MODEL_KEYS = ("image_size", "model_channels", "channel_mult", "num_res_blocks", "attention_resolutions",
-              "num_head_channels")
-LOSS_TERMS = ("simple", "vlb", "l2", "lpips", "sync", "gan")
-LOG_COLUMNS = ("step", "samples", "epoch", "lr", "loss", *LOSS_TERMS, "gan_d", "grad_norm", "steps_per_s", "seconds")
-VAL_COLUMNS = ("step", "loss", "simple", "vlb", "l2", "lpips", "sync", "psnr_lower")
-NUM_FRAMES = 5
-
-
-class TrainingError(LipSyncError):
-    """A training run cannot start or continue; the message says why and what to do."""
-
-
-@dataclass
-class TrainConfig:
-    """Every option of a run (the CLI's flags). ``None`` model sizes mean: the --init source's, else the paper's."""
-
-    data: str
-    output: str
-    init: Optional[str] = None
-    preset: str = "simple"
-    loss_weights: Dict[str, Optional[float]] = field(default_factory=dict)  # λ overrides of the preset
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    lr_warmup_steps: int = 0
-    max_grad_norm: float = 1.0
-    max_steps: int = 10000
-    max_minutes: Optional[float] = None  # wall-time budget: stop (validate, checkpoint, save) after this
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 2
-    validate_every: int = 1000
-    val_data: Optional[str] = None
-    val_samples: int = 16
-    val_grid: int = 4
-    val_sampling_steps: int = 25
-    mixed_precision: str = "no"
-    image_size: Optional[int] = None
-    model_channels: Optional[int] = None
-    channel_mult: Optional[Tuple[int, ...]] = None
-    num_res_blocks: Optional[int] = None
-    attention_resolutions: Optional[Tuple[int, ...]] = None
-    num_head_channels: Optional[int] = None
-    ema_decay: float = 0.9999
-    seed: int = 0
-    resume: Optional[str] = None  # None, "latest", or a checkpoint folder
-    num_workers: int = 0
-    log_every: int = 10
-    cpu: bool = False
-    progress: bool = True
-    lpips_vgg: Optional[str] = None
-    lpips_heads: Optional[str] = None
-    sync_expert: Optional[str] = None
-    l2_weighting: str = "none"  # "none": the paper's plain L2 on x̂0; "snr": weighted by min(1, SNR_t)
-
-    def model_overrides(self) -> Dict[str, Any]:
-        """The model sizes given explicitly."""
-        return {k: getattr(self, k) for k in MODEL_KEYS if getattr(self, k) is not None}
-
-
-# ----------------------------------------------------------------------------------------------------
-# Model construction and --init
-# ----------------------------------------------------------------------------------------------------
-
-
-def paper_unet_config() -> Dict[str, Any]:
-    """The paper model's sizes (``Diff2LipUNetModel`` defaults), as a plain dict."""
-    from ..unet_diff2lip import Diff2LipUNetModel
-
-    return {k: v for k, v in Diff2LipUNetModel.extract_init_dict({})[0].items()}
-
-
-def public_config(unet) -> Dict[str, Any]:
-    """A model's constructor arguments (its diffusers config without the private ``_`` entries)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(unet.config).items() if not k.startswith("_")}
-
-
-def merge_model_config(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
-    """``base`` with ``overrides``; a new ``image_size`` alone rescales ``attention_resolutions`` so that
-    attention stays at the same depths (the weights keep fitting)."""
-    merged = dict(base)
-    merged.update(overrides)
-    old, new = int(base.get("image_size", 128)), int(merged.get("image_size", 128))
-    if new != old and "attention_resolutions" not in overrides:
-        merged["attention_resolutions"] = [max(1, int(r) * new // old) for r in base.get("attention_resolutions", ())]
-    return merged
-
-
-def init_like_guided_diffusion(unet) -> None:
-    """Zero the last conv of every residual branch, attention projection and the output head, as
-    guided-diffusion initialises (each block starts as the identity; the first ε̂ is 0)."""
-    from ..unet_diff2lip import AttentionBlock, ResBlock
-
-    with torch.no_grad():
-        for module in unet.modules():
-            if isinstance(module, ResBlock):
-                targets = [module.out_layers[-1]]
-            elif isinstance(module, AttentionBlock):
-                targets = [module.proj_out]
-            else:
-                continue
-            for target in targets:
-                for p in target.parameters():
-                    p.zero_()
-        for p in unet.out[-1].parameters():
-            p.zero_()
-
-
-def load_init_source(source: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
-    """(model config, state dict) of an ``--init`` source, on the CPU in float32.
-
-    ``source``: ``paper`` (``$LIPSYNC_CHECKPOINT`` or the paper checkpoint on the Hub), an original ``.pt``,
-    a converted ``save_pretrained`` folder, a Hub repo in diffusers layout, or a training checkpoint folder
-    (its EMA weights). Raises ``WeightsUnavailableError`` / ``CheckpointMismatchError`` with the remedy.
-    """
-    from ..loading import load_pipeline
-
-    pipe = load_pipeline(None if source == "paper" else source, device="cpu", dtype=torch.float32)
-    unet = pipe.unet
-    return public_config(unet), {k: v.detach().clone() for k, v in unet.state_dict().items()}
-
-
-def build_unet(config: Dict[str, Any]):
-    """A ``Diff2LipUNetModel`` from a config dict (clear error for sizes that cannot be built)."""
-    from ..unet_diff2lip import Diff2LipUNetModel
-
-    try:
-        return Diff2LipUNetModel(**config)
-    except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as exc:
-        raise TrainingError(f"cannot build a Diff2Lip UNet with {config}: {exc}; check --model-channels "
-                            "(a multiple of 32), --channel-mult, --attention-resolutions and --image-size") from exc
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -214,7 +82,7 @@ class Trainer:
                            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
 
     def _datasets(self, image_size: int):
-        from .data import Diff2LipDataset
+        from lipsync.training.data import Diff2LipDataset
 
         cfg = self.config
         if self.train_dataset is None:
@@ -273,12 +141,12 @@ class Trainer:
     # -- the run ----------------------------------------------------------------------------------------
     def run(self) -> Path:
         """Train; return the final ``save_pretrained`` folder (``RUN/final``)."""
-        from ..checkpoints import check_state_dict
-        from .diffusion import DiffusionSchedule
-        from .losses import preset_weights
+        from lipsync.checkpoints import check_state_dict
+        from lipsync.training.diffusion import DiffusionSchedule
+        from lipsync.training.losses import preset_weights
 
         cfg = self.config
-        _check_config(cfg)
+        check_config(cfg)
         weights = preset_weights(cfg.preset).replace(**cfg.loss_weights)
         self.weights = weights
         accelerator = self._accelerator()
@@ -309,15 +177,15 @@ class Trainer:
         self.lpips_net = self.sync_net = None
         discriminator = disc_optimizer = None
         if weights.lpips > 0:
-            from .lpips import load_lpips
+            from lipsync.training.lpips import load_lpips
 
             self.lpips_net = load_lpips(cfg.lpips_vgg, cfg.lpips_heads).eval().requires_grad_(False)
         if weights.sync > 0:
-            from .sync_expert import load_sync_expert
+            from lipsync.training.sync_expert import load_sync_expert
 
             self.sync_net = load_sync_expert(cfg.sync_expert).eval().requires_grad_(False)
         if weights.gan > 0:
-            from .discriminator import SequentialDiscriminator
+            from lipsync.training.discriminator import SequentialDiscriminator
 
             discriminator = SequentialDiscriminator(image_size=image_size).train()
 
@@ -397,7 +265,7 @@ class Trainer:
                     if disc_model is not None:
                         disc_sync = contextlib.nullcontext() if last else accelerator.no_sync(disc_model)
                         with disc_sync:
-                            from .losses import gan_discriminator_loss
+                            from lipsync.training.losses import gan_discriminator_loss
 
                             with accelerator.autocast():
                                 d_loss = gan_discriminator_loss(disc_model, real_seq, fake_seq.detach()).float()
@@ -475,7 +343,7 @@ class Trainer:
         sync_mel (B, 1, 80, 16), index (B,) global sample indices). Returns (terms dict of 0-d tensors with
         ``loss`` the weighted sum, fake_seq (B, 5, 3, S, S) or None, real_seq (B, 5, 3, S, S)).
         """
-        from .losses import (gan_generator_loss, l2_time_weights, loss_lpips, loss_simple, loss_sync, loss_vlb,
+        from lipsync.training.losses import (gan_generator_loss, l2_time_weights, loss_lpips, loss_simple, loss_sync, loss_vlb,
                              loss_x0_l2)
 
         accelerator, weights = self.accelerator, self.weights
@@ -531,7 +399,7 @@ class Trainer:
         if accelerator.is_main_process:
             from torch.utils.data import default_collate
 
-            from ..pipeline_diff2lip import Diff2LipPipeline, default_scheduler
+            from lipsync.model.pipeline import Diff2LipPipeline, default_scheduler
 
             cfg = self.config
             ema.copy_to(ema_unet)
@@ -568,7 +436,7 @@ class Trainer:
             generated = out.frames * 2 - 1  # (G, 3, S, S)
             source_u8, generated_u8 = to_uint8_hwc(faces), to_uint8_hwc(generated)
             top = int(self.image_size * (1 - _mask_fraction()))
-            from ..evaluate import psnr
+            from lipsync.scoring.metrics import psnr
 
             values["psnr_lower"] = psnr(source_u8[:, top:], generated_u8[:, top:])
             grid = image_grid([source_u8, generated_u8], ["source", "generated"])
@@ -604,7 +472,7 @@ class Trainer:
         accelerator.wait_for_everyone()
 
     def _restore(self, path: Path, unet, ema: EMA, optimizer, lr_schedule, discriminator, disc_optimizer) -> int:
-        from ..checkpoints import load_checked_state_dict
+        from lipsync.checkpoints import load_checked_state_dict
 
         state = ckpt.read_state(path)
         cfg = self.config
@@ -631,7 +499,7 @@ class Trainer:
         return int(state["step"])
 
     def _save_final(self, final: Path, ema: EMA, ema_unet) -> None:
-        from ..pipeline_diff2lip import Diff2LipPipeline, default_scheduler
+        from lipsync.model.pipeline import Diff2LipPipeline, default_scheduler
 
         ema.copy_to(ema_unet)
         tmp = final.with_name(final.name + ".tmp")
@@ -648,30 +516,15 @@ class Trainer:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _check_config(cfg: TrainConfig) -> None:
-    for name in ("batch_size", "grad_accum", "max_steps"):
-        if int(getattr(cfg, name)) < 1:
-            raise TrainingError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    if not cfg.lr > 0:
-        raise TrainingError(f"--lr must be > 0, got {cfg.lr}")
-    from .losses import L2_WEIGHTINGS
-
-    if cfg.l2_weighting not in L2_WEIGHTINGS:
-        raise TrainingError(f"--l2-weighting must be one of {', '.join(L2_WEIGHTINGS)}, got {cfg.l2_weighting!r}")
-    if not 0 <= cfg.ema_decay < 1:
-        raise TrainingError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
-    if cfg.image_size is not None and (cfg.image_size < 32 or cfg.image_size % 16):
-        raise TrainingError(f"--image-size must be a multiple of 16 and at least 32, got {cfg.image_size}")
-
 
 def _mask_fraction() -> float:
-    from ..pipeline_diff2lip import FACE_HIDE_PERCENTAGE
+    from lipsync.model.pipeline import FACE_HIDE_PERCENTAGE
 
     return FACE_HIDE_PERCENTAGE
 
 
 def _lower_mask(image_size: int, device) -> torch.Tensor:
-    from ..pipeline_diff2lip import lower_half_mask
+    from lipsync.model.pipeline import lower_half_mask
 
     return lower_half_mask(image_size, image_size).to(device)  # (1, 1, S, S)
 

@@ -21,10 +21,13 @@ from diffusers.schedulers import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .unet_diff2lip import Diff2LipUNetModel
+from lipsync.model.unet import Diff2LipUNetModel
 
 FACE_HIDE_PERCENTAGE = 0.5  # the lower half of the crop is generated
 DEEPCACHE_DEPTH = 2  # DeepCache branch: cached steps run the first 2 input and last 2 output blocks
+# where the UNet's class lived when older folders were saved: model_index.json names the module, and diffusers
+# imports it on load, so these names are read as today's module
+FORMER_UNET_MODULES = {"lipsync.unet_diff2lip": "lipsync.model.unet"}
 
 
 def default_scheduler() -> DDIMScheduler:
@@ -94,6 +97,17 @@ class Diff2LipPipeline(DiffusionPipeline):
     def __init__(self, unet: Diff2LipUNetModel, scheduler: SchedulerMixin):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """diffusers' ``load_config``, with the UNet's module path of older saved folders (``model_index.json``
+        written before the package was split into subpackages) read as today's ``lipsync.model.unet``."""
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        for name, value in config.items():
+            if isinstance(value, (list, tuple)) and len(value) == 2 and value[0] in FORMER_UNET_MODULES:
+                config[name] = [FORMER_UNET_MODULES[value[0]], value[1]]
+        return loaded
 
     # -- helpers --------------------------------------------------------------------------------------
     def _step_kwargs(self, generator, eta: float) -> dict:

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import Optional
 
-from lipsync.engine import JobOptions, JobReport
+from lipsync.job import JobOptions, JobReport
 
 GPU_SECONDS_PER_FRAME_STEP = 0.01  # generous for one 128 px Diff2Lip UNet step per frame on a ZeroGPU slice
 GPU_BASE_SECONDS = 30  # detection, mel, encoding and the first model load
@@ -45,7 +45,7 @@ def job_gpu_seconds(options: JobOptions, frames: int) -> int:
 def model_evaluations(options: JobOptions) -> float:
     """Full-UNet evaluations per frame the job's sampling costs (a preset's DeepCache steps count less)."""
     if options.preset:
-        from lipsync.presets import get_preset
+        from lipsync.model.presets import get_preset
 
         return get_preset(options.preset).full_evaluations
     return float(options.num_inference_steps)

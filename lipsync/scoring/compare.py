@@ -23,10 +23,12 @@ from typing import Dict, Iterator, Mapping, Optional, Sequence
 import cv2
 import numpy as np
 
-from . import audio as audio_io
-from . import faces as face_ops
-from . import video as video_io
-from .errors import LipSyncError
+from lipsync.media import audio as audio_io
+from lipsync.media.crop import crop_faces, paste_faces
+from lipsync.media.probe import as_fraction, probe_video
+from lipsync.media.reader import iter_frames
+from lipsync.media.tracking import pad_boxes
+from lipsync.errors import LipSyncError
 
 SCORE_SECONDS = 60.0  # default length of output scored by SyncNet
 STREAMS = ("source", "wav2lip", "diffusion")  # keys of JobReport.scores
@@ -47,9 +49,9 @@ def wav2lip_boxes(boxes: np.ndarray, frame_shape: Sequence[int]) -> np.ndarray:
         frame_shape: (H, W, 3) or (N, H, W, 3).
     Returns (N, 4) int64.
     """
-    from .wav2lip import WAV2LIP_PADS
+    from lipsync.scoring.wav2lip import WAV2LIP_PADS
 
-    return face_ops.pad_boxes(np.asarray(boxes), WAV2LIP_PADS, tuple(frame_shape)).astype(np.int64)
+    return pad_boxes(np.asarray(boxes), WAV2LIP_PADS, tuple(frame_shape)).astype(np.int64)
 
 
 def wav2lip_mels(mel: np.ndarray, fps, num_frames: int, audio_offset: int = 0) -> np.ndarray:
@@ -75,7 +77,7 @@ class Wav2LipRunner:
 
     def __init__(self, model, boxes: np.ndarray, valid: np.ndarray, mels: np.ndarray, frame_shape: Sequence[int],
                  batch_size: Optional[int] = None):
-        from .wav2lip import WAV2LIP_BATCH_SIZE
+        from lipsync.scoring.wav2lip import WAV2LIP_BATCH_SIZE
 
         if not len(boxes) == len(valid) == len(mels):
             raise ValueError(f"{len(boxes)} boxes, {len(valid)} valid flags and {len(mels)} mel windows; "
@@ -89,15 +91,15 @@ class Wav2LipRunner:
 
     def frames(self, start: int, frames: np.ndarray) -> np.ndarray:
         """Wav2Lip result of output frames [start, start + n): (n, H, W, 3) uint8 RGB from (n, H, W, 3) source."""
-        from .wav2lip import WAV2LIP_FACE_SIZE, wav2lip_infer
+        from lipsync.scoring.wav2lip import WAV2LIP_FACE_SIZE, wav2lip_infer
 
         stop = start + len(frames)
         boxes, valid = self.boxes[start:stop], self.valid[start:stop]
         generated = np.zeros((len(frames), WAV2LIP_FACE_SIZE, WAV2LIP_FACE_SIZE, 3), np.uint8)
         if valid.any():
-            faces96 = face_ops.crop_faces(frames[valid], boxes[valid], WAV2LIP_FACE_SIZE)  # (n_valid, 96, 96, 3)
+            faces96 = crop_faces(frames[valid], boxes[valid], WAV2LIP_FACE_SIZE)  # (n_valid, 96, 96, 3)
             generated[valid] = wav2lip_infer(self.model, faces96, self.mels[start:stop][valid], self.batch_size)
-        return face_ops.paste_faces(frames, boxes, generated, valid, mode="box")
+        return paste_faces(frames, boxes, generated, valid, mode="box")
 
 
 class Wav2LipVideoReader:
@@ -111,9 +113,9 @@ class Wav2LipVideoReader:
 
     def __init__(self, path, size: Sequence[int], fps):
         self.path = Path(path)
-        info = video_io.probe_video(self.path)
+        info = probe_video(self.path)
         self.width, self.height = int(size[0]), int(size[1])
-        self._info = dataclasses.replace(info, fps=video_io.as_fraction(fps))
+        self._info = dataclasses.replace(info, fps=as_fraction(fps))
         self._chunks: Optional[Iterator[np.ndarray]] = None
         self._buffer = np.zeros((0, self.height, self.width, 3), np.uint8)
         self._last: Optional[np.ndarray] = None
@@ -131,7 +133,7 @@ class Wav2LipVideoReader:
             raise ValueError(f"{self.path.name} is read sequentially; expected frame {self._position}, got {start}")
         n = len(frames)
         if self._chunks is None and not self._finished:
-            self._chunks = video_io.iter_frames(self.path, 32, self._info)
+            self._chunks = iter_frames(self.path, 32, self._info)
         parts, have = [self._buffer], len(self._buffer)
         while have < n and not self._finished:
             chunk = next(self._chunks, None)
@@ -167,7 +169,7 @@ class SyncCropCollector:
 
     Args:
         boxes: (M, 4) x1, y1, x2, y2 of every output frame (frames without a face already hold the nearest
-            valid box, as :func:`lipsync.faces.fill_missing` leaves them).
+            valid box, as :func:`lipsync.media.tracking.fill_missing` leaves them).
         fps: output frame rate.
         score_seconds: only the first ``score_seconds`` of the output are kept and scored (memory: ~147 kB per
             frame and stream).
@@ -176,7 +178,7 @@ class SyncCropCollector:
     """
 
     def __init__(self, boxes: np.ndarray, fps, score_seconds: float = SCORE_SECONDS):
-        from .syncnet import smooth_face_track
+        from lipsync.scoring.syncnet import smooth_face_track
 
         if not score_seconds > 0:
             raise ValueError(f"score_seconds must be positive, got {score_seconds}")
@@ -187,7 +189,7 @@ class SyncCropCollector:
 
     def add(self, start: int, streams: Mapping[str, Optional[np.ndarray]]) -> None:
         """Crop output frames [start, start + n) of each stream ({name: (n, H, W, 3) uint8 RGB or None})."""
-        from .syncnet import crop_syncnet_faces
+        from lipsync.scoring.syncnet import crop_syncnet_faces
 
         stop = min(self.num_frames, start + max((len(f) for f in streams.values() if f is not None), default=0))
         if stop <= start:

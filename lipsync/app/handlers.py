@@ -16,15 +16,16 @@ from typing import Optional, Tuple
 
 import gradio as gr
 
-from lipsync.engine import JobOptions, LipSyncEngine
+from lipsync.job import JobOptions
+from lipsync.engine import LipSyncEngine
 from lipsync.errors import (AudioTooShortError, InvalidMediaError, LipSyncError, NoAudioError, NoFaceError,
                             WeightsUnavailableError)
-from lipsync.presets import PRESETS
+from lipsync.model.presets import PRESETS
 
-from . import texts
-from .estimates import FPS, SpeedMeter, format_duration, gpu_seconds, job_gpu_seconds, plan_summary
-from .jobs import JobCancelled, JobFolders, StopSwitch, progress_reporter
-from .report import report_data, report_markdown
+from lipsync.app import texts
+from lipsync.app.estimates import FPS, SpeedMeter, format_duration, gpu_seconds, job_gpu_seconds, plan_summary
+from lipsync.app.jobs import JobCancelled, JobFolders, StopSwitch, progress_reporter
+from lipsync.app.report import report_data, report_markdown
 
 logger = logging.getLogger("diff2lip.app")
 
@@ -134,7 +135,7 @@ class Handlers:
 
     def media_seconds(self, path) -> float:
         """Duration of an uploaded file in seconds (probed once per path)."""
-        from lipsync.video import probe_duration
+        from lipsync.media.probe import probe_duration
 
         return self._remember(("seconds", str(path)), lambda: probe_duration(path))
 
@@ -145,8 +146,8 @@ class Handlers:
     def availability(self) -> dict:
         """{"wav2lip": (ok, reason), "syncnet": (ok, reason)}: can their weights be had now (answers in ~3 s)."""
         from lipsync.hub import weights_available
-        from lipsync.syncnet import SYNCNET_CHECKPOINT_ENV, SYNCNET_HUB_FILENAME, SYNCNET_HUB_REPO
-        from lipsync.wav2lip import WAV2LIP_CHECKPOINT_ENV, WAV2LIP_HUB_FILENAMES, WAV2LIP_HUB_REPO
+        from lipsync.scoring.syncnet import SYNCNET_CHECKPOINT_ENV, SYNCNET_HUB_FILENAME, SYNCNET_HUB_REPO
+        from lipsync.scoring.wav2lip import WAV2LIP_CHECKPOINT_ENV, WAV2LIP_HUB_FILENAMES, WAV2LIP_HUB_REPO
 
         return {
             "wav2lip": weights_available(WAV2LIP_HUB_REPO, WAV2LIP_HUB_FILENAMES["wav2lip_gan"],
@@ -325,7 +326,7 @@ class Handlers:
         finally:
             self.stops.finish(session, flag)
         self.meter.record(report, options)
-        from lipsync.video import is_image
+        from lipsync.media.reader import is_image
 
         is_photo = is_image(Path(face))
         plan = plan_summary(None if is_photo else self.media_seconds(face), 1 if is_photo else self.face_frames(face),

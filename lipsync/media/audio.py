@@ -19,8 +19,8 @@ import librosa
 import numpy as np
 from scipy import signal
 
-from .errors import AudioTooShortError, InvalidMediaError, NoAudioError
-from .video import as_fraction, find_ffmpeg, probe_streams
+from lipsync.errors import AudioTooShortError, InvalidMediaError, NoAudioError
+from lipsync.media.probe import as_fraction, find_ffmpeg, probe_streams
 
 __all__ = [
     "AudioConfig",

@@ -1,4 +1,6 @@
-"""The parts of the Diff2Lip Studio web app (``app.py`` is the entry point).
+"""The Diff2Lip Studio web app (the repository's ``app.py``, ``lipsync-app`` and ``python -m lipsync.app`` start it).
+
+    launch.py     the command line and ``main()``: one engine, one page
 
     layout.py     the page: steps, result area, examples, the typed API; ``build_demo(engine)``
     handlers.py   what each control does (thin calls into ``lipsync.engine.LipSyncEngine``)
@@ -8,5 +10,6 @@
     report.py     a job's report as a small table and as JSON
     texts.py      the words on the page (header, step tips, consent notice)
 
-Importing any of these loads no model.
+Importing any of these loads no model. May import: the engine, ``lipsync.job``, ``lipsync.media``,
+``lipsync.model.presets`` and the base modules; nothing imports the app.
 """

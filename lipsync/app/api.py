@@ -11,8 +11,8 @@ from typing import Optional
 
 import gradio as gr
 
-from .handlers import Handlers, user_errors
-from .jobs import JobCancelled
+from lipsync.app.handlers import Handlers, user_errors
+from lipsync.app.jobs import JobCancelled
 
 
 class Api:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from lipsync.engine import JobOptions, JobReport
+from lipsync.job import JobOptions, JobReport
 
-from .estimates import ClipPlan
+from lipsync.app.estimates import ClipPlan
 
 
 def report_data(report: JobReport, options: JobOptions, plan: Optional[ClipPlan] = None) -> Dict[str, Any]:

@@ -19,8 +19,9 @@ from typing import Optional, Union
 
 import torch
 
-from .console import quiet_diffusers
-from .errors import WeightsUnavailableError
+from lipsync.console import quiet_diffusers
+from lipsync.errors import WeightsUnavailableError
+from lipsync.model.original import infer_unet_config, original_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def resolve_dtype(device: str, dtype: Union[None, str, torch.dtype]) -> torch.dt
     """The precision to run in. ``None``/"auto": bf16 where it is fast (GPUs with bf16, CPUs with AMX or
     AVX512-BF16, detected at run time), fp16 on older GPUs, fp32 elsewhere. "fp32" is the paper-exact
     reference path. fp16 is GPU-only (a CPU falls back to fp32); bf16 runs on both."""
-    from .acceleration import default_dtype
+    from lipsync.model.acceleration import default_dtype
 
     if isinstance(dtype, str):
         names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
@@ -57,57 +58,57 @@ def resolve_dtype(device: str, dtype: Union[None, str, torch.dtype]) -> torch.dt
     return dtype
 
 
-def infer_unet_config(state_dict, image_size: int = 128) -> dict:
-    """Model sizes read off an original state dict: channels, res blocks per level, channel multipliers.
+def load_original_checkpoint(path_or_state_dict, **config_overrides):
+    """A ``Diff2LipUNetModel`` (fp32, eval) holding an original checkpoint's weights, with the model sizes read
+    off the weights (``lipsync.model.original.infer_unet_config``).
 
-    Attention resolutions are read off which encoder blocks hold attention (for ``image_size`` crops).
-    Head width is not stored in the weights; ``min(64, model_channels)`` fits the paper (64) and the
-    tiny test model (32). Pass ``num_head_channels=`` to override.
+    Args:
+        path_or_state_dict: an original checkpoint file (pickled ``.pt``/``.pth``/``.ckpt``/``.bin`` or
+            ``.safetensors``) or its state dict.
+        config_overrides: model config values that win over the inferred ones (e.g. ``num_head_channels``).
+    Raises ``CheckpointMismatchError`` listing missing, unexpected and wrongly shaped keys when the weights are
+    not Diff2Lip's.
     """
-    model_channels = state_dict["input_blocks.0.0.weight"].shape[0]
-    # decoder block i starts with a ResBlock of width model_channels * (its level's multiplier); every
-    # level but the last ends with an up-sampling ResBlock (a second ResBlock in the same block)
-    widths, n_up = [], 0
-    while f"output_blocks.{len(widths)}.0.in_layers.2.weight" in state_dict:
-        i = len(widths)
-        widths.append(state_dict[f"output_blocks.{i}.0.in_layers.2.weight"].shape[0] // model_channels)
-        n_up += any(re.match(rf"output_blocks\.{i}\.[1-9]\.in_layers\.", k) for k in state_dict)
-    n_levels = n_up + 1
-    per_level = len(widths) // n_levels  # num_res_blocks + 1
-    channel_mult = [widths[level * per_level] for level in range(n_levels)][::-1]
-    num_res_blocks = per_level - 1
-    # attention: encoder ResBlocks followed by an attention layer, walked in construction order
-    attention, block, ds = [], 1, 1
-    for level in range(n_levels):
-        for _ in range(num_res_blocks):
-            if f"input_blocks.{block}.1.qkv.weight" in state_dict:
-                attention.append(image_size // ds)
-            block += 1
-        if level != n_levels - 1:
-            block, ds = block + 1, ds * 2
-    return {
-        "attention_resolutions": tuple(sorted(set(attention), reverse=True)),
-        "model_channels": model_channels,
-        "num_res_blocks": num_res_blocks,
-        "channel_mult": tuple(channel_mult),
-        "num_head_channels": min(64, model_channels),
-    }
+    from lipsync.model.unet import Diff2LipUNetModel
+
+    state_dict = original_state_dict(path_or_state_dict)
+    try:
+        inferred = infer_unet_config(state_dict)
+    except (KeyError, IndexError, ZeroDivisionError):  # not Diff2Lip's layout: the key check says how
+        inferred = {}
+    return Diff2LipUNetModel.from_original_checkpoint(state_dict, **{**inferred, **config_overrides})
 
 
-def _load_checkpoint_file(path: Path, **config_overrides):
-    from .convert import load_original_checkpoint
+# the model of `--random-small` (as the tests' small model): 4 levels, attention at 16x16, 3.1 M parameters
+RANDOM_SMALL_CONFIG = dict(model_channels=32, channel_mult=(1, 1, 2, 2), num_res_blocks=1,
+                           attention_resolutions=(16,), num_head_channels=32)
 
-    return load_original_checkpoint(path, **config_overrides)
+
+def random_small_pipeline(seed: int = 0):
+    """A ``Diff2LipPipeline`` with a small randomly initialised UNet (``RANDOM_SMALL_CONFIG``), seeded.
+
+    Its output is meaningless (random weights); it exercises the whole tool chain in seconds per frame
+    on a CPU. The official initialisation zeroes the output convolutions; every weight is nudged by
+    0.02 * N(0, 1) so that the network is not trivially zero.
+    """
+    from lipsync.model.unet import Diff2LipUNetModel
+
+    torch.manual_seed(seed)
+    unet = Diff2LipUNetModel(**RANDOM_SMALL_CONFIG)
+    with torch.no_grad():
+        for parameter in unet.parameters():
+            parameter.add_(0.02 * torch.randn_like(parameter))
+    return _pipeline_from_unet(unet.eval())
 
 
 def _pipeline_from_unet(unet):
-    from .pipeline_diff2lip import Diff2LipPipeline, default_scheduler
+    from lipsync.model.pipeline import Diff2LipPipeline, default_scheduler
 
     return Diff2LipPipeline(unet=unet, scheduler=default_scheduler())
 
 
 def _paper_checkpoint(download: bool = True) -> Optional[Path]:
-    from .hub import hub_file
+    from lipsync.hub import hub_file
 
     return hub_file(PAPER_REPO, PAPER_FILE, what="the Diff2Lip weights", download=download,
                     remedy=f"Download the file on a machine with internet access and pass its path with "
@@ -134,14 +135,14 @@ def load_pipeline(source: Optional[Union[str, os.PathLike]] = None, device: Opti
     ``None`` for ``$LIPSYNC_CHECKPOINT`` / the paper checkpoint on the Hub. ``config_overrides`` apply to
     original checkpoints of non-paper sizes. Raises ``WeightsUnavailableError`` when nothing can be loaded.
     """
-    from .pipeline_diff2lip import Diff2LipPipeline
+    from lipsync.model.pipeline import Diff2LipPipeline
 
     device = device or default_device()
     dtype = resolve_dtype(device, dtype)
     if source is None:
         source = os.environ.get(CHECKPOINT_ENV) or None
     if source is None:
-        pipe = _pipeline_from_unet(_load_checkpoint_file(_paper_checkpoint(), **config_overrides))
+        pipe = _pipeline_from_unet(load_original_checkpoint(_paper_checkpoint(), **config_overrides))
     else:
         path = Path(source).expanduser()
         if path.is_dir() and (path / "training_state.json").is_file() and (path / "ema").is_dir():
@@ -151,7 +152,7 @@ def load_pipeline(source: Optional[Union[str, os.PathLike]] = None, device: Opti
                 with quiet_diffusers():
                     pipe = Diff2LipPipeline.from_pretrained(path)
             elif (path / "config.json").is_file():
-                from .unet_diff2lip import Diff2LipUNetModel
+                from lipsync.model.unet import Diff2LipUNetModel
 
                 with quiet_diffusers():
                     pipe = _pipeline_from_unet(Diff2LipUNetModel.from_pretrained(path))
@@ -166,9 +167,9 @@ def load_pipeline(source: Optional[Union[str, os.PathLike]] = None, device: Opti
                     f"{path} is not a checkpoint (expected one of {sorted(CHECKPOINT_SUFFIXES)}); "
                     "pass Diff2Lip's checkpoint.pt or a converted folder"
                 )
-            pipe = _pipeline_from_unet(_load_checkpoint_file(path, **config_overrides))
+            pipe = _pipeline_from_unet(load_original_checkpoint(path, **config_overrides))
         elif _REPO_ID.match(str(source)):
-            from .hub import hub_reachable
+            from lipsync.hub import hub_reachable
 
             try:  # from the local cache only when the Hub does not answer a quick check
                 with quiet_diffusers():
@@ -187,7 +188,7 @@ def load_pipeline(source: Optional[Union[str, os.PathLike]] = None, device: Opti
     pipe.unet.eval()
     with quiet_diffusers():  # diffusers warns about "modules to keep in float32: []" on every cast
         pipe = pipe.to(device, dtype)
-    from .acceleration import prepare_unet
+    from lipsync.model.acceleration import prepare_unet
 
     prepare_unet(pipe.unet)  # bf16 on the CPU: channels_last weights
     return pipe

@@ -432,6 +432,10 @@ class Diff2LipUNetModel(ModelMixin, ConfigMixin):
         Every key and shape is checked; ``CheckpointMismatchError`` lists what is missing or unexpected.
         ``config_overrides`` set non-paper sizes, e.g. ``model_channels=32, num_res_blocks=1``.
         """
-        from .convert import convert_original_checkpoint
+        from lipsync.checkpoints import load_checked_state_dict
+        from lipsync.model.original import HINT, WHAT, original_state_dict
 
-        return convert_original_checkpoint(path_or_state_dict, **config_overrides)
+        state_dict = original_state_dict(path_or_state_dict)
+        model = cls(**config_overrides)
+        load_checked_state_dict(model, {k: v.float() for k, v in state_dict.items()}, what=WHAT, hint=HINT)
+        return model.eval()

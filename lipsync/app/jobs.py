@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
-from .estimates import format_duration
+from lipsync.app.estimates import format_duration
 
 STAGE_NAMES = {"audio": "reading the speech", "decode": "reading the video", "detect": "finding the face",
                "diffusion": "lip-syncing", "paste": "lip-syncing", "wav2lip": "running Wav2Lip",

@@ -29,7 +29,7 @@ from torch import nn
 
 from lipsync.errors import AudioTooShortError
 from lipsync.checkpoints import load_checked_state_dict, read_state_dict
-from lipsync.wav2lip import _pick_device, resolve_checkpoint
+from lipsync.scoring.wav2lip import _pick_device, resolve_checkpoint
 
 SYNCNET_HUB_REPO = "ByteDance/LatentSync-1.5"
 SYNCNET_HUB_FILENAME = "auxiliary/syncnet_v2.model"

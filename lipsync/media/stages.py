@@ -9,9 +9,11 @@ the caller's thread.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from typing import Callable, Iterable, Iterator, Optional, TypeVar
+import time
+from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -124,3 +126,20 @@ def _close(items: Optional[Iterator]) -> None:
     close = getattr(items, "close", None)
     if close is not None:
         close()
+
+
+class StageTimer:
+    """Seconds per stage; stages running in overlapped threads add their own time (thread-safe)."""
+
+    def __init__(self, stages: Sequence[str] = ("decode", "detect")):
+        self.seconds = {stage: 0.0 for stage in stages}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.seconds[stage] += time.perf_counter() - start

@@ -11,17 +11,18 @@ from typing import Optional
 
 import gradio as gr
 
-from lipsync.engine import LENGTH_POLICIES, PASTE_MODES, SCHEDULERS, LipSyncEngine
-from lipsync.faces import DETECTORS
-from lipsync.presets import DEFAULT_PRESET, PRESETS
+from lipsync.job import LENGTH_POLICIES, PASTE_MODES, SCHEDULERS
+from lipsync.engine import LipSyncEngine
+from lipsync.media.detectors import DETECTORS
+from lipsync.model.presets import DEFAULT_PRESET, PRESETS
 
-from . import texts
-from .api import Api
-from .handlers import CUSTOM, PRESET_CHOICES, Handlers
+from lipsync.app import texts
+from lipsync.app.api import Api
+from lipsync.app.handlers import CUSTOM, PRESET_CHOICES, Handlers
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"  # the repository's assets/, beside lipsync/
 if not ASSETS.is_dir():  # installed with pip: the examples ship inside the package as lipsync/assets
-    ASSETS = Path(__file__).resolve().parents[1] / "lipsync" / "assets"
+    ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EXAMPLES = [[str(ASSETS / "example_face.mp4"), None, str(ASSETS / "example_speech.wav")],
             [None, str(ASSETS / "example_face.png"), str(ASSETS / "example_speech.wav")]]
 

@@ -1,0 +1,3 @@
+from lipsync.app.launch import main
+
+main()

@@ -1,0 +1,203 @@
+"""What a job is: the options a user can choose (:class:`JobOptions`), what it produced
+(:class:`JobReport`), and its timeline (which source frame each output frame shows: ping-pong, loop).
+
+Plain data: nothing here touches files or the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from lipsync.scoring import compare
+from lipsync.media.detectors import DETECTORS
+
+SCHEDULERS = ("ddim", "dpm", "unipc", "euler")
+LENGTH_POLICIES = ("pingpong", "loop", "shortest")
+PASTE_MODES = ("mouth", "box")
+STAGES = ("decode", "detect", "audio", "diffusion", "paste", "encode", "wav2lip", "score")
+OPTIONAL_STAGES = ("wav2lip", "score")  # reported only when a job used them
+FACE_SIZE = 128
+PAPER_SEED = 7
+CPU_BATCH_SIZE = 8  # default frames per model call (JobOptions.batch_size None)
+GPU_BATCH_SIZE = 32  # a GPU keeps busy with larger batches (the paper model needs ~6 GiB at 32 in fp16)
+
+Progress = Callable[[str, float, str], None]
+
+
+
+
+@dataclass
+class JobOptions:
+    """What a user can choose for one job (CLI flags and app controls map onto these)."""
+
+    num_inference_steps: int = 25
+    reference_frame: Optional[int] = None  # None: each frame is its own reference (the paper's cross setting)
+    seed: int = PAPER_SEED
+    batch_size: Optional[int] = None  # None: CPU_BATCH_SIZE on the CPU, GPU_BATCH_SIZE on a GPU
+    paste: str = "mouth"  # "mouth": only the generated lower half, feathered; "box": the official full-box paste
+    length_policy: str = "pingpong"  # audio longer than video: "pingpong" | "loop"; "shortest" = official
+    pads: Tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right
+    audio_offset: int = 0  # frames; 0 = the official alignment
+    scheduler: str = "ddim"
+    preset: Optional[str] = None  # lipsync.presets name ("paper", "fast", "draft"): overrides steps + scheduler
+    deepcache_interval: Optional[int] = None  # DeepCache: deep features recomputed every N-th step (1 = off);
+    #                                           None: the preset's (off without a preset)
+    compile: bool = False  # torch.compile the UNet (once per process; minutes the first time)
+    overlap: bool = True  # decode ahead of and paste/encode behind the model in threads (same output)
+    detector: str = "s3fd"
+    side_by_side: bool = True
+    mouth_zoom: bool = False  # the side-by-side gets a zoomed strip of each panel's mouth
+    chunk_frames: int = 32
+    max_seconds: Optional[float] = None
+    # comparison and scores (lipsync.compare)
+    compare_wav2lip: bool = False  # run Wav2Lip too: the side-by-side becomes source | Wav2Lip | Diff2Lip
+    wav2lip_checkpoint: Optional[str] = None  # None: $LIPSYNC_WAV2LIP_CHECKPOINT or the Hub
+    wav2lip_video: Optional[str] = None  # an existing Wav2Lip result to show instead of running Wav2Lip
+    score: bool = False  # LSE-D / LSE-C of source, (Wav2Lip) and Diff2Lip against the driving audio
+    syncnet_checkpoint: Optional[str] = None  # None: $LIPSYNC_SYNCNET_CHECKPOINT or the Hub
+    score_seconds: float = compare.SCORE_SECONDS  # only the first seconds of the output are scored
+
+    @property
+    def with_wav2lip(self) -> bool:
+        """Whether the job has a Wav2Lip panel (run here, or the user's ``wav2lip_video``)."""
+        return bool(self.compare_wav2lip or self.wav2lip_video)
+
+    def sampling(self) -> Tuple[str, int, int]:
+        """(scheduler, steps, DeepCache interval) the job samples with: the preset's, or the options' own."""
+        if self.preset:
+            from lipsync.model.presets import get_preset
+
+            preset = get_preset(self.preset)
+            return preset.scheduler, preset.steps, int(self.deepcache_interval or preset.deepcache_interval)
+        return self.scheduler, int(self.num_inference_steps), int(self.deepcache_interval or 1)
+
+    def validate(self) -> None:
+        if self.preset:
+            from lipsync.model.presets import get_preset
+
+            get_preset(self.preset)
+        if not 1 <= int(self.num_inference_steps) <= 1000:
+            raise ValueError(f"num_inference_steps must be 1..1000, got {self.num_inference_steps}")
+        for name, value, allowed in (("paste", self.paste, PASTE_MODES),
+                                     ("length_policy", self.length_policy, LENGTH_POLICIES),
+                                     ("scheduler", self.scheduler, SCHEDULERS),
+                                     ("detector", self.detector, tuple(DETECTORS))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if len(tuple(self.pads)) != 4:
+            raise ValueError(f"pads must be 4 numbers (top, bottom, left, right), got {self.pads!r}")
+        if (self.batch_size is not None and int(self.batch_size) < 1) or int(self.chunk_frames) < 1:
+            raise ValueError("batch_size and chunk_frames must be at least 1")
+        if self.deepcache_interval is not None and int(self.deepcache_interval) < 1:
+            raise ValueError(f"deepcache_interval must be at least 1 (1 = off), got {self.deepcache_interval}")
+        if not float(self.score_seconds) > 0:
+            raise ValueError(f"score_seconds must be positive, got {self.score_seconds}")
+
+
+@dataclass
+class JobReport:
+    """What a job produced, and how long each stage took."""
+
+    output: Optional[Path]
+    side_by_side: Optional[Path]
+    frames: int
+    fps: float
+    width: int
+    height: int
+    faces_found: int
+    faces_missing: int
+    faces_interpolated: int
+    # frames whose face was found but whose mouth is out of the picture (detectors with landmarks): not lip-synced
+    faces_refused: int = 0
+    seconds: Dict[str, float] = field(default_factory=dict)
+    duration: float = 0.0
+    # per source frame: the face box used (x1, y1, x2, y2) and whether it was lip-synced; per output frame:
+    # which source frame it shows (ping-pong/loop timelines)
+    boxes: Optional[np.ndarray] = field(default=None, repr=False)
+    valid: Optional[np.ndarray] = field(default=None, repr=False)
+    source_index: Optional[np.ndarray] = field(default=None, repr=False)
+    # with options.score: {"source" | "wav2lip" | "diffusion": {"lse_d", "lse_c", "offset", "frames", "seconds"}}
+    scores: Dict[str, Dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def source_frames(self) -> int:
+        """Number of source frames the job used (the face counts are per source frame)."""
+        return len(self.valid) if self.valid is not None else self.frames
+
+    def timeline(self) -> str:
+        """How the output frames show the source frames, in words ("" when each is shown once, in order)."""
+        n = self.source_frames
+        index = self.source_index
+        if index is None or np.array_equal(index, np.arange(len(index))):
+            return ""
+        if n == 1:
+            return "1 source frame held for every output frame"
+        steps = np.diff(np.asarray(index))
+        if (steps == -1).any():
+            return f"{n} source frames played forward and backward (ping-pong)"
+        if (steps < 0).any():
+            return f"{n} source frames looped"
+        return f"{n} source frames"
+
+    def summary(self) -> str:
+        """One line for the CLI: output, length, size, the source timeline and the per-source-frame face counts."""
+        total = sum(self.seconds.values())
+        timeline = self.timeline()
+        per_source = "per source frame: " if timeline or self.source_frames != self.frames else ""
+        return (f"{self.output}: {self.frames} frames at {self.fps:g} fps ({self.duration:.2f} s, "
+                f"{self.width}x{self.height})" + (f", showing {timeline}" if timeline else "")
+                + f"; {per_source}faces found in {self.faces_found}, interpolated "
+                f"{self.faces_interpolated}, missing {self.faces_missing}"
+                + (f", refused {self.faces_refused} (mouth out of the picture)" if self.faces_refused else "")
+                + f"; {total:.1f} s")
+
+    def as_markdown(self) -> str:
+        """The report as a two-column Markdown table (the app shows it)."""
+        rows = [("frames", self.frames), ("fps", f"{self.fps:g}"), ("duration", f"{self.duration:.2f} s"),
+                ("size", f"{self.width}x{self.height}"),
+                ("source frames", self.timeline() or self.source_frames),
+                ("faces found (per source frame)", self.faces_found),
+                ("faces interpolated (per source frame)", self.faces_interpolated),
+                ("faces missing (per source frame)", self.faces_missing),
+                ("faces refused, mouth out of the picture (per source frame)", self.faces_refused)]
+        rows += [(f"{stage} (s)", f"{seconds:.2f}") for stage, seconds in self.seconds.items()]
+        return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+    def scores_markdown(self) -> str:
+        """LSE-D / LSE-C / offset per stream as a small Markdown table ("" without scores)."""
+        return compare.scores_markdown(self.scores)
+
+
+
+
+def source_indices(num_source: int, num_output: int, policy: str) -> np.ndarray:
+    """Source frame index of every output frame: forward, then (pingpong) backward and forward again,
+    or (loop) from the start again. (num_output,) int64."""
+    i = np.arange(num_output)
+    if num_source == 1:
+        return np.zeros(num_output, dtype=np.int64)
+    if policy == "pingpong":
+        period = 2 * num_source - 2
+        k = i % period
+        return np.where(k < num_source, k, period - k).astype(np.int64)
+    return (i % num_source).astype(np.int64)
+
+
+def monotonic_runs(indices: np.ndarray) -> List[Tuple[int, int]]:
+    """Split a chunk of source indices into [start, stop) positions whose indices step by +1 or by -1."""
+    runs, start = [], 0
+    for j in range(1, len(indices) + 1):
+        if j == len(indices):
+            runs.append((start, j))
+            break
+        step = int(indices[j]) - int(indices[j - 1])
+        if abs(step) != 1 or (j - start >= 2 and step != int(indices[start + 1]) - int(indices[start])):
+            runs.append((start, j))
+            start = j
+    return runs
+
+
