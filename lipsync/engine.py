@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import OrderedDict
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
@@ -25,11 +25,21 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from lipsync.media import audio as audio_io
-from lipsync.scoring import compare
-from lipsync.media import stages
 from lipsync.errors import AudioTooShortError, InvalidMediaError, LipSyncError, NoFaceError
-from lipsync.job import CPU_BATCH_SIZE, FACE_SIZE, GPU_BATCH_SIZE, JobOptions, JobReport, OPTIONAL_STAGES, Progress, STAGES, monotonic_runs, source_indices
+from lipsync.job import (
+    CPU_BATCH_SIZE,
+    FACE_SIZE,
+    GPU_BATCH_SIZE,
+    OPTIONAL_STAGES,
+    STAGES,
+    JobOptions,
+    JobReport,
+    Progress,
+    monotonic_runs,
+    source_indices,
+)
+from lipsync.media import audio as audio_io
+from lipsync.media import stages
 from lipsync.media.crop import crop_faces, paste_faces
 from lipsync.media.detectors import get_detector
 from lipsync.media.probe import probe_video
@@ -38,9 +48,9 @@ from lipsync.media.source import FrameSource, detect_frames, track_faces
 from lipsync.media.stages import StageTimer
 from lipsync.media.tracking import mouth_in_frame, pad_boxes, select_main_face
 from lipsync.media.writer import VideoWriter, check_output_path
+from lipsync.scoring import compare
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -141,8 +151,12 @@ class LipSyncEngine:
             return self._detectors[name]
 
     def _use_scheduler(self, name: str) -> None:
-        from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-                               UniPCMultistepScheduler)
+        from diffusers import (
+            DDIMScheduler,
+            DPMSolverMultistepScheduler,
+            EulerDiscreteScheduler,
+            UniPCMultistepScheduler,
+        )
 
         classes = {"ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler,
                    "euler": EulerDiscreteScheduler}

@@ -41,11 +41,8 @@ from lipsync.scoring.metrics import ReconstructionMeter
 CSV_COLUMNS = ("video", "audio", "lse_d", "lse_c", "offset", "psnr", "ssim")
 
 
-
 class FilelistError(ValueError):
     """The filelist or a path in it is unusable."""
-
-
 
 
 # Filelist and CSV
@@ -153,8 +150,8 @@ def write_csv(rows: Sequence[EvalRow], path: str | os.PathLike) -> Path:
 
 
 def _reconstruction(video: Path, ground_truth: Path, chunk_size: int) -> tuple[float, float]:
-    from lipsync.media.reader import iter_frames
     from lipsync.media.probe import probe_video
+    from lipsync.media.reader import iter_frames
 
     meter = ReconstructionMeter()
     generated = iter_frames(video, chunk_size=chunk_size, info=probe_video(video))
@@ -171,9 +168,9 @@ def _reconstruction(video: Path, ground_truth: Path, chunk_size: int) -> tuple[f
 
 def _face_track(video: Path, detector, chunk_size: int) -> np.ndarray:
     """Detect and track the main face over the whole video → (N, 4) float boxes (no gaps)."""
-    from lipsync.media.tracking import fill_missing, select_main_face
-    from lipsync.media.reader import iter_frames
     from lipsync.media.probe import probe_video
+    from lipsync.media.reader import iter_frames
+    from lipsync.media.tracking import fill_missing, select_main_face
 
     detections: list[np.ndarray] = []
     for chunk in iter_frames(video, chunk_size=chunk_size, info=probe_video(video)):
@@ -188,15 +185,15 @@ def evaluate_pair(pair: EvalPair, scorer, detector, chunk_size: int = 64) -> Eva
 
     Args:
         pair: paths of the generated video, its driving audio and optional ground truth.
-        scorer: a :class:`lipsync.syncnet.SyncScorer` (anything with ``score(faces, wav16k, fps)``).
-        detector: a :class:`lipsync.faces.FaceDetector`.
+        scorer: a :class:`lipsync.scoring.syncnet.SyncScorer` (anything with ``score(faces, wav16k, fps)``).
+        detector: a :class:`lipsync.media.detectors.FaceDetector`.
         chunk_size: frames decoded at a time; only boxes and 224×224 crops of the whole clip stay in memory.
     """
     from lipsync.media.audio import load_audio
+    from lipsync.media.probe import probe_video
+    from lipsync.media.reader import iter_frames
     from lipsync.scoring.compare import SyncCropCollector
     from lipsync.scoring.syncnet import SYNCNET_CONFIG
-    from lipsync.media.reader import iter_frames
-    from lipsync.media.probe import probe_video
 
     # 1. Face track over the whole clip (pass 1); the collector smooths it like the recipe
     info = probe_video(pair.video)

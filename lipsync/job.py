@@ -12,8 +12,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from lipsync.scoring import compare
 from lipsync.media.detectors import DETECTORS
+from lipsync.scoring import compare
 
 SCHEDULERS = ("ddim", "dpm", "unipc", "euler")
 LENGTH_POLICIES = ("pingpong", "loop", "shortest")
@@ -26,8 +26,6 @@ CPU_BATCH_SIZE = 8  # default frames per model call (JobOptions.batch_size None)
 GPU_BATCH_SIZE = 32  # a GPU keeps busy with larger batches (the paper model needs ~6 GiB at 32 in fp16)
 
 Progress = Callable[[str, float, str], None]
-
-
 
 
 @dataclass
@@ -43,7 +41,7 @@ class JobOptions:
     pads: Tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right
     audio_offset: int = 0  # frames; 0 = the official alignment
     scheduler: str = "ddim"
-    preset: Optional[str] = None  # lipsync.presets name ("paper", "fast", "draft"): overrides steps + scheduler
+    preset: Optional[str] = None  # lipsync.model.presets name ("paper", "fast", "draft"): overrides steps + scheduler
     deepcache_interval: Optional[int] = None  # DeepCache: deep features recomputed every N-th step (1 = off);
     #                                           None: the preset's (off without a preset)
     compile: bool = False  # torch.compile the UNet (once per process; minutes the first time)
@@ -53,7 +51,7 @@ class JobOptions:
     mouth_zoom: bool = False  # the side-by-side gets a zoomed strip of each panel's mouth
     chunk_frames: int = 32
     max_seconds: Optional[float] = None
-    # comparison and scores (lipsync.compare)
+    # comparison and scores (lipsync.scoring.compare)
     compare_wav2lip: bool = False  # run Wav2Lip too: the side-by-side becomes source | Wav2Lip | Diff2Lip
     wav2lip_checkpoint: Optional[str] = None  # None: $LIPSYNC_WAV2LIP_CHECKPOINT or the Hub
     wav2lip_video: Optional[str] = None  # an existing Wav2Lip result to show instead of running Wav2Lip
@@ -170,8 +168,6 @@ class JobReport:
     def scores_markdown(self) -> str:
         """LSE-D / LSE-C / offset per stream as a small Markdown table ("" without scores)."""
         return compare.scores_markdown(self.scores)
-
-
 
 
 def source_indices(num_source: int, num_output: int, policy: str) -> np.ndarray:

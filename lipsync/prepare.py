@@ -16,7 +16,6 @@ from lipsync.media.detectors import DETECTORS
 from lipsync.training.prepare import PrepSettings, prepare_dataset
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m lipsync.prepare",

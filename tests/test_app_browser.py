@@ -151,7 +151,6 @@ PLAY_JS = """async (selector) => {
 }"""
 
 
-
 STEP_TITLES = ["1 · Face", "2 · Speech", "3 · Check", "4 · Generate"]
 
 

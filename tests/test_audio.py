@@ -27,7 +27,6 @@ from lipsync.media.audio import (
 from lipsync.errors import AudioTooShortError, InvalidMediaError, NoAudioError
 
 
-
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
     return load_audio(_need(FIXTURES / "speech_16k.wav"))

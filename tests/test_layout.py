@@ -142,3 +142,30 @@ def test_nothing_but_the_package_is_installed():
     text = (REPO / "setup.py").read_text() + (REPO / "pyproject.toml").read_text()
     assert "py-modules" not in text and '"studio"' not in text
     assert not (REPO / "studio").exists()
+
+
+def test_every_module_path_and_command_in_readme_exists():
+    """README's `python -m lipsync.X` commands and `lipsync.a.b` names point at modules (or their attributes)."""
+    import importlib
+    import importlib.util
+    import re
+
+    text = (REPO / "README.md").read_text()
+    missing = []
+    for name in sorted(set(re.findall(r"\blipsync(?:\.[A-Za-z_]\w*)+", text))):
+        parts = name.split(".")
+        for cut in range(len(parts), 0, -1):  # the longest importable prefix, then attributes
+            try:
+                obj = importlib.import_module(".".join(parts[:cut]))
+            except ModuleNotFoundError:
+                continue
+            try:
+                for attr in parts[cut:]:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                missing.append(name)
+            break
+    commands = set(re.findall(r"-m (lipsync(?:\.\w+)*)", text))
+    missing += [f"python -m {c}" for c in sorted(commands) if importlib.util.find_spec(c) is None
+                or (c != "lipsync" and c != "lipsync.app" and "def main" not in Path(importlib.util.find_spec(c).origin).read_text())]
+    assert not missing, f"README names what does not exist: {missing}"

@@ -38,6 +38,25 @@ def test_converted_folder_and_original_pt_give_the_same_frames(tmp_path, referen
     assert torch.equal(sample(load_pipeline(str(tmp_path / "unet.bin"), dtype="fp32")), reference)
 
 
+def test_folders_saved_before_the_package_was_split_still_load(tmp_path, reference):
+    """model_index.json of older folders names the UNet's module as it was then (lipsync.unet_diff2lip);
+    they load through load_pipeline and Diff2LipPipeline.from_pretrained, with the same frames."""
+    from lipsync import Diff2LipPipeline
+
+    folder = tmp_path / "folder"
+    small_pipeline().save_pretrained(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["unet"] == ["lipsync.model.unet", "Diff2LipUNetModel"]  # what a save writes now
+    index["unet"] = ["lipsync.unet_diff2lip", "Diff2LipUNetModel"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    assert torch.equal(sample(load_pipeline(folder, device="cpu", dtype="fp32")), reference)
+    assert torch.equal(sample(Diff2LipPipeline.from_pretrained(folder)), reference)
+    index["unet"] = ["lipsync.no_such_module", "Diff2LipUNetModel"]  # anything else is still an error
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises((ImportError, ValueError), match="no_such_module"):
+        Diff2LipPipeline.from_pretrained(folder)
+
+
 def test_cpu_runs_in_float32_even_when_asked_for_half(tmp_path):
     small_pipeline().save_pretrained(tmp_path)
     assert load_pipeline(tmp_path, device="cpu", dtype="fp16").unet.dtype == torch.float32

@@ -24,7 +24,6 @@ from lipsync.media.reader import is_image, iter_frames, read_frames, read_image
 from lipsync.media.sidebyside import comparison_layout, side_by_side
 
 
-
 @functools.lru_cache(maxsize=1)
 def _encoders() -> str:
     return subprocess.run([find_ffmpeg(), "-hide_banner", "-encoders"], capture_output=True, text=True).stdout

@@ -1,7 +1,7 @@
 """What each control of the page does: thin calls into ``LipSyncEngine`` that answer in plain words.
 
 ``Handlers`` holds the one engine, the job folders, the Stop switch and the speed meter. UI handlers
-return component updates (messages go beside the input they concern); the typed API (``studio.api``)
+return component updates (messages go beside the input they concern); the typed API (``lipsync.app.api``)
 raises ``gr.Error`` instead.
 """
 
@@ -16,16 +16,21 @@ from typing import Optional, Tuple
 
 import gradio as gr
 
-from lipsync.job import JobOptions
-from lipsync.engine import LipSyncEngine
-from lipsync.errors import (AudioTooShortError, InvalidMediaError, LipSyncError, NoAudioError, NoFaceError,
-                            WeightsUnavailableError)
-from lipsync.model.presets import PRESETS
-
 from lipsync.app import texts
 from lipsync.app.estimates import FPS, SpeedMeter, format_duration, gpu_seconds, job_gpu_seconds, plan_summary
 from lipsync.app.jobs import JobCancelled, JobFolders, StopSwitch, progress_reporter
 from lipsync.app.report import report_data, report_markdown
+from lipsync.engine import LipSyncEngine
+from lipsync.errors import (
+    AudioTooShortError,
+    InvalidMediaError,
+    LipSyncError,
+    NoAudioError,
+    NoFaceError,
+    WeightsUnavailableError,
+)
+from lipsync.job import JobOptions
+from lipsync.model.presets import PRESETS
 
 logger = logging.getLogger("diff2lip.app")
 
@@ -89,7 +94,7 @@ def note(message: str) -> dict:
 
 
 class Handlers:
-    """The app's behaviour around one ``engine``. See ``studio.layout.build_demo`` for the wiring."""
+    """The app's behaviour around one ``engine``. See ``lipsync.app.layout.build_demo`` for the wiring."""
 
     def __init__(self, engine: LipSyncEngine, *, max_seconds: Optional[float], keep_jobs: int = 3,
                  jobs_dir: Optional[Path] = None, wav2lip_checkpoint: Optional[str] = None,

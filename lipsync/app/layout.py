@@ -11,14 +11,13 @@ from typing import Optional
 
 import gradio as gr
 
-from lipsync.job import LENGTH_POLICIES, PASTE_MODES, SCHEDULERS
-from lipsync.engine import LipSyncEngine
-from lipsync.media.detectors import DETECTORS
-from lipsync.model.presets import DEFAULT_PRESET, PRESETS
-
 from lipsync.app import texts
 from lipsync.app.api import Api
 from lipsync.app.handlers import CUSTOM, PRESET_CHOICES, Handlers
+from lipsync.engine import LipSyncEngine
+from lipsync.job import LENGTH_POLICIES, PASTE_MODES, SCHEDULERS
+from lipsync.media.detectors import DETECTORS
+from lipsync.model.presets import DEFAULT_PRESET, PRESETS
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"  # the repository's assets/, beside lipsync/
 if not ASSETS.is_dir():  # installed with pip: the examples ship inside the package as lipsync/assets

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from lipsync.job import JobOptions, JobReport
-
 from lipsync.app.estimates import ClipPlan
+from lipsync.job import JobOptions, JobReport
 
 
 def report_data(report: JobReport, options: JobOptions, plan: Optional[ClipPlan] = None) -> Dict[str, Any]:

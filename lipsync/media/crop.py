@@ -7,10 +7,10 @@
 Boxes are ``(x1, y1, x2, y2)`` in pixels of the full frame, x2/y2 exclusive (``frame[y1:y2, x1:x2]``).
 """
 
+from __future__ import annotations
 
 import cv2
 import numpy as np
-
 
 
 def _int_box(box: np.ndarray, where: str) -> tuple[int, int, int, int]:

@@ -9,6 +9,8 @@ Nothing heavy is imported or built at import time: face_alignment is imported wh
 is constructed, mediapipe when a :class:`MediaPipeDetector` is.
 """
 
+from __future__ import annotations
+
 import contextlib
 import logging
 import os
@@ -350,7 +352,6 @@ def _landmark_rows_to_frame(dets: np.ndarray, sx: float, sy: float, shape: tuple
     return dets[np.argsort(-dets[:, 4], kind="stable")]
 
 
-
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
 """Names of the keypoints that follow x1, y1, x2, y2, score in a detection row of a detector with
 landmarks: keypoint j is at columns (5 + 2j, 6 + 2j), in full-frame pixels (not clipped to the frame)."""
@@ -539,7 +540,7 @@ def get_detector(name: str = "s3fd", device: str = "cpu", fallback: bool = True,
 
     When "s3fd" is asked for without a local weights file and its weights can be neither found in the
     torch hub cache nor downloaded now, the "mediapipe" detector is returned instead (if the mediapipe
-    package is installed), with one warning on the ``lipsync.faces`` logger the first time.
+    package is installed), with one warning on the ``lipsync.media.detectors`` logger the first time.
 
     Args:
         name: a key of :data:`DETECTORS` ("s3fd": accurate, downloads weights once;

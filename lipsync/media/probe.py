@@ -15,9 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import IO, Sequence
 
-
 from lipsync.errors import InvalidMediaError, NoVideoStreamError
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Tools and small helpers

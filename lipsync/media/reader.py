@@ -17,8 +17,15 @@ import cv2
 import numpy as np
 
 from lipsync.errors import InvalidMediaError
-from lipsync.media.probe import VideoInfo, ffmpeg_reason, find_ffmpeg, find_ffprobe, kill_process, probe_video, read_tail
-
+from lipsync.media.probe import (
+    VideoInfo,
+    ffmpeg_reason,
+    find_ffmpeg,
+    find_ffprobe,
+    kill_process,
+    probe_video,
+    read_tail,
+)
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 

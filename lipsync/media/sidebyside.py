@@ -10,8 +10,6 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-
-
 WIDE_ASPECT = 1.25  # panels wider than this (W / H) are stacked vertically, so each stays big
 CAPTION_BACKGROUND = (24, 24, 24)  # the caption band under each panel: dark grey, white text
 CAPTION_TEXT = (255, 255, 255)

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
+
 from lipsync.media.probe import probe_video
 from lipsync.media.reader import is_image, iter_frames, read_image
 from lipsync.media.stages import StageTimer
 from lipsync.media.tracking import FaceConfig, boxes_from_detections
-
 
 IMAGE_FPS = Fraction(25)  # a still photo becomes a 25 fps clip
 
@@ -82,7 +82,7 @@ def detect_frames(source: FrameSource, detector, count: int, chunk_frames: int =
 
     Args:
         source: the clip.
-        detector: any ``lipsync.faces.FaceDetector``.
+        detector: any ``lipsync.media.detectors.FaceDetector``.
         count: frames to detect; fewer come back when the clip decodes to fewer frames.
         chunk_frames: frames decoded per chunk.
         timer: optional ``StageTimer`` that gets the "decode" and "detect" seconds.
@@ -110,7 +110,7 @@ def detect_frames(source: FrameSource, detector, count: int, chunk_frames: int =
 
 def track_faces(detections: List[np.ndarray], source: FrameSource, pads=(0, 0, 0, 0)
                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The boxes the engine crops with: ``lipsync.faces.boxes_from_detections`` with the job's pads.
+    """The boxes the engine crops with: ``lipsync.media.tracking.boxes_from_detections`` with the job's pads.
 
     Args:
         detections: per-frame detections from :func:`detect_frames`.

@@ -11,14 +11,16 @@
 frame, x2/y2 exclusive (``frame[y1:y2, x1:x2]``).
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from lipsync.errors import NoFaceError
-from lipsync.media.detectors import FaceDetector, KEYPOINT_NAMES, MOUTH
 from lipsync.media.boxes import box_area, box_centre, box_iou, box_side
+from lipsync.media.detectors import KEYPOINT_NAMES, MOUTH, FaceDetector
 
 
 @dataclass

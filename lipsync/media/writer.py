@@ -19,7 +19,6 @@ import numpy as np
 from lipsync.errors import NoAudioError, OutputPathError
 from lipsync.media.probe import as_fraction, ffmpeg_reason, find_ffmpeg, kill_process, probe_streams, read_tail
 
-
 # ----------------------------------------------------------------------------------------------------------
 # Writing
 

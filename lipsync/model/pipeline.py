@@ -249,7 +249,7 @@ class Diff2LipPipeline(DiffusionPipeline):
         total = len(self.scheduler.timesteps) * ((n + batch_size - 1) // batch_size)
         self.set_progress_bar_config(disable=not progress_bar, desc="Diff2Lip")
         step_kwargs = self._step_kwargs(generator, eta)
-        unet_call = getattr(self, "compiled_unet", None)  # see lipsync.acceleration.compile_pipeline
+        unet_call = getattr(self, "compiled_unet", None)  # see lipsync.model.acceleration.compile_pipeline
         if unet_call is None:
             unet_call = self.unet
         samples = []

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict
 
-
 # FLOPs of a cached DeepCache step (depth 2: the first two input and last two output blocks) relative to a
 # full UNet call, counted with torch.utils.flop_counter on the paper model (0.26; the tiny fixture model: 0.35)
 CACHED_STEP_COST = 0.26

@@ -8,7 +8,7 @@ The engine walks the output timeline in chunks; for each chunk this module gives
   Wav2Lip result the user already has;
 * the SyncNet crops: :class:`SyncCropCollector` keeps 224×224 face-track crops of each stream (source,
   Wav2Lip, Diff2Lip) for the first ``score_seconds`` of the output, then scores each against the driving
-  audio with :class:`lipsync.syncnet.SyncScorer`.
+  audio with :class:`lipsync.scoring.syncnet.SyncScorer`.
 
 Memory: the crops are kept, 224 × 224 × 3 bytes (147 kB) per frame and stream: about 220 MB per stream and
 minute of 25 fps video, so at most ``score_seconds`` (default 60 s) of the output is scored.
@@ -23,12 +23,12 @@ from typing import Dict, Iterator, Mapping, Optional, Sequence
 import cv2
 import numpy as np
 
+from lipsync.errors import LipSyncError
 from lipsync.media import audio as audio_io
 from lipsync.media.crop import crop_faces, paste_faces
 from lipsync.media.probe import as_fraction, probe_video
 from lipsync.media.reader import iter_frames
 from lipsync.media.tracking import pad_boxes
-from lipsync.errors import LipSyncError
 
 SCORE_SECONDS = 60.0  # default length of output scored by SyncNet
 STREAMS = ("source", "wav2lip", "diffusion")  # keys of JobReport.scores
@@ -58,7 +58,7 @@ def wav2lip_mels(mel: np.ndarray, fps, num_frames: int, audio_offset: int = 0) -
     """Mel windows of ``mel`` (80, T) with Wav2Lip's own alignment: (num_frames, 80, 16) float32.
 
     Window i starts at mel column floor(80·(i + audio_offset)/fps) — ``audio_offset`` + 1 in the terms of
-    :func:`lipsync.audio.mel_windows`, whose default is Diff2Lip's one-frame-late alignment.
+    :func:`lipsync.media.audio.mel_windows`, whose default is Diff2Lip's one-frame-late alignment.
     """
     return audio_io.mel_windows(mel, fps, num_frames=num_frames, audio_offset=int(audio_offset) + WAV2LIP_AUDIO_OFFSET)
 
@@ -67,7 +67,7 @@ class Wav2LipRunner:
     """Wav2Lip frames along an output timeline.
 
     Args:
-        model: a :class:`lipsync.wav2lip.Wav2LipModel` in eval mode.
+        model: a :class:`lipsync.scoring.wav2lip.Wav2LipModel` in eval mode.
         boxes: (M, 4) x1, y1, x2, y2 of every output frame (the detected boxes, before Wav2Lip's pads).
         valid: (M,) bool; frames with False pass through unchanged.
         mels: (M, 80, 16) mel windows (see :func:`wav2lip_mels`).
@@ -173,7 +173,7 @@ class SyncCropCollector:
         fps: output frame rate.
         score_seconds: only the first ``score_seconds`` of the output are kept and scored (memory: ~147 kB per
             frame and stream).
-    The boxes are smoothed once over the whole scored track (:func:`lipsync.syncnet.smooth_face_track`), so the
+    The boxes are smoothed once over the whole scored track (:func:`lipsync.scoring.syncnet.smooth_face_track`), so the
     chunks are cropped with ``smooth=False`` and match a one-shot crop of the whole track.
     """
 

@@ -27,8 +27,8 @@ import scipy.signal
 import torch
 from torch import nn
 
-from lipsync.errors import AudioTooShortError
 from lipsync.checkpoints import load_checked_state_dict, read_state_dict
+from lipsync.errors import AudioTooShortError
 from lipsync.scoring.wav2lip import _pick_device, resolve_checkpoint
 
 SYNCNET_HUB_REPO = "ByteDance/LatentSync-1.5"

@@ -13,7 +13,7 @@ checkpoints (``wav2lip_keys.json``: 352 keys, 36,298,035 parameters):
 Every block is Conv2d + BatchNorm2d + ReLU, with an identity residual where input and output match.
 
 The module also holds the small checkpoint helpers (local path / env var / Hub download, ``module.``
-prefix stripping, key-and-shape verification) that :mod:`lipsync.syncnet` reuses.
+prefix stripping, key-and-shape verification) that :mod:`lipsync.scoring.syncnet` reuses.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ class Wav2LipModel(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Checkpoint helpers (shared with lipsync.syncnet)
+# Checkpoint helpers (shared with lipsync.scoring.syncnet)
 # ----------------------------------------------------------------------------------------------------
 
 

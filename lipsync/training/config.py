@@ -87,7 +87,6 @@ def check_config(cfg: TrainConfig) -> None:
         raise TrainingError(f"--image-size must be a multiple of 16 and at least 32, got {cfg.image_size}")
 
 
-
 # ----------------------------------------------------------------------------------------------------
 # Model construction and --init
 # ----------------------------------------------------------------------------------------------------

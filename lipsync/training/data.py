@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import torch
 
-from lipsync.media import audio as audio_io
 from lipsync.errors import LipSyncError
+from lipsync.media import audio as audio_io
 
 __all__ = ["DatasetError", "Diff2LipDataset", "ClipArrays", "open_clip", "load_validation_clips", "sample_starts"]
 
@@ -184,7 +184,7 @@ class Diff2LipDataset(torch.utils.data.Dataset):
 
         faces     (num_frames, 3, S, S) float32 in [-1, 1]   consecutive frames start .. start + num_frames - 1
         reference (3, S, S) float32 in [-1, 1]               a valid frame of the clip outside that window
-        mels      (num_frames, 80, 16) float32 in [-4, 4]    lipsync.audio.mel_windows(mel, fps)[start + j]
+        mels      (num_frames, 80, 16) float32 in [-4, 4]    lipsync.media.audio.mel_windows(mel, fps)[start + j]
         sync_mel  (1, 80, 16) float32 in [-4, 4]             mel columns [c, c + 16), c = floor(80 * start / fps)
         audio     (3200,) float32                            samples [200 c, 200 c + 3200), zero-padded at the end
         clip, start: int                                     manifest index of the clip, first frame
@@ -270,7 +270,7 @@ class Diff2LipDataset(torch.utils.data.Dataset):
         return tensor / 255.0 * 2 - 1
 
     def _mel_starts(self, clip: int, arrays: ClipArrays) -> np.ndarray:
-        """(N,) first mel column of every frame's inference window (lipsync.audio.window_starts), cached."""
+        """(N,) first mel column of every frame's inference window (lipsync.media.audio.window_starts), cached."""
         if clip not in self._starts:
             self._starts[clip] = audio_io.window_starts(arrays.num_frames, arrays.fps, mel_columns=arrays.mel.shape[1])
         return self._starts[clip]

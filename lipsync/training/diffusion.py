@@ -3,7 +3,7 @@
 Written from Ho et al. 2020 ("Denoising Diffusion Probabilistic Models") and Nichol & Dhariwal 2021
 ("Improved DDPM": the linear schedule scaled by 1000/T, the learned-range variance). Every table is float64
 and is cast to the input's dtype only when it is gathered for a batch of timesteps, so training sees the
-same ᾱ_t as inference (:func:`lipsync.pipeline_diff2lip.default_scheduler`, DDIM over 1000 train steps).
+same ᾱ_t as inference (:func:`lipsync.model.pipeline.default_scheduler`, DDIM over 1000 train steps).
 
 Notation: x0 the clean image, x_t the noised one, ε the noise, ᾱ_t = ∏_{s<=t} (1 − β_s),
 all images (N, C, H, W) in [-1, 1], t a LongTensor (N,) in [0, T).

@@ -1,7 +1,7 @@
 """Diff2Lip's training losses, each a named function of tensors, and the λ weights that combine them.
 
 Shapes: images (N, 3, H, W) in [-1, 1]; ``mask`` (1 or N, 1, H, W) with 1 on the pixels that count (the
-generated lower half, :func:`lipsync.pipeline_diff2lip.lower_half_mask`) or None for every pixel; a
+generated lower half, :func:`lipsync.model.pipeline.lower_half_mask`) or None for every pixel; a
 "sequence" is (N, 5, 3, H, W): 5 consecutive frames of one clip. Every loss returns a 0-d tensor.
 
 Per-sample terms (L_simple, VLB, L2) are means over the sample's (masked) elements, then averaged over the

@@ -44,12 +44,12 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from lipsync.media import audio as audio_io
-from lipsync.job import FACE_SIZE
-from lipsync.media.source import FrameSource, detect_frames, track_faces
 from lipsync.errors import InvalidMediaError, LipSyncError, NoFaceError, OutputPathError
+from lipsync.job import FACE_SIZE
+from lipsync.media import audio as audio_io
 from lipsync.media.crop import crop_faces
 from lipsync.media.detectors import DETECTORS, get_detector
+from lipsync.media.source import FrameSource, detect_frames, track_faces
 
 logger = logging.getLogger(__name__)
 

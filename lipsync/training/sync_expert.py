@@ -2,7 +2,7 @@
 
 Written from the paper and the released checkpoint's layout (``syncnet_color_keys.json``: 217 keys,
 16,435,072 parameters): every block is Conv2d + BatchNorm2d + ReLU with an identity residual where the
-shapes match (:class:`lipsync.wav2lip.ConvBlock`, the same block as the Wav2Lip generator).
+shapes match (:class:`lipsync.scoring.wav2lip.ConvBlock`, the same block as the Wav2Lip generator).
 
 * face stream: the lower halves of 5 consecutive 96×96 faces, BGR in [0, 1], stacked on channels
   (N, 15, 48, 96) -> 48×96 -> 46×47 -> 23×24 -> 12×12 -> 6×6 -> 3×3 -> 1×1 -> 512-d;
@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lipsync.checkpoints import load_checked_state_dict, read_state_dict
-from lipsync.training.weights import WeightsSource, find_weights
 from lipsync.scoring.wav2lip import ConvBlock
+from lipsync.training.weights import WeightsSource, find_weights
 
 SYNC_FRAMES = 5
 SYNC_FACE_SIZE = (48, 96)  # lower half of a 96x96 Wav2Lip face

@@ -35,10 +35,23 @@ import torch
 
 from lipsync.errors import LipSyncError
 from lipsync.training import checkpointing as ckpt
+from lipsync.training.config import (
+    LOG_COLUMNS,
+    MODEL_KEYS,
+    NUM_FRAMES,
+    VAL_COLUMNS,
+    TrainConfig,
+    TrainingError,
+    build_unet,
+    check_config,
+    init_like_guided_diffusion,
+    load_init_source,
+    merge_model_config,
+    paper_unet_config,
+)
 from lipsync.training.ema import EMA
 from lipsync.training.reporting import CSVLog, Progress, TensorBoardLog, image_grid, save_png, to_uint8_hwc
 from lipsync.training.sampling import BatchLayout, GlobalOrder, IndexedDataset, StepBatchSampler, draw_noise
-from lipsync.training.config import LOG_COLUMNS, MODEL_KEYS, NUM_FRAMES, TrainConfig, TrainingError, VAL_COLUMNS, build_unet, check_config, init_like_guided_diffusion, load_init_source, merge_model_config, paper_unet_config
 
 logger = logging.getLogger(__name__)
 
@@ -343,8 +356,15 @@ class Trainer:
         sync_mel (B, 1, 80, 16), index (B,) global sample indices). Returns (terms dict of 0-d tensors with
         ``loss`` the weighted sum, fake_seq (B, 5, 3, S, S) or None, real_seq (B, 5, 3, S, S)).
         """
-        from lipsync.training.losses import (gan_generator_loss, l2_time_weights, loss_lpips, loss_simple, loss_sync, loss_vlb,
-                             loss_x0_l2)
+        from lipsync.training.losses import (
+            gan_generator_loss,
+            l2_time_weights,
+            loss_lpips,
+            loss_simple,
+            loss_sync,
+            loss_vlb,
+            loss_x0_l2,
+        )
 
         accelerator, weights = self.accelerator, self.weights
         device = accelerator.device
@@ -514,7 +534,6 @@ class Trainer:
 # ----------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------
-
 
 
 def _mask_fraction() -> float:
