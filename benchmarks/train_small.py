@@ -11,7 +11,9 @@ Not part of CI. Steps (each skipped when its output already exists, so the scrip
 3. score lower-half PSNR / SSIM (``lipsync.evaluate``) on held-out frames at the 128 px crop size for the
    trained model (``RUN/final`` through ``load_pipeline``, as the CLI and the app load it), the untrained
    model (the trainer's seeded initialisation) and a copy-the-reference baseline (the reference frame's
-   lower half pasted unchanged);
+   lower half pasted unchanged); and whether the models use their audio (``lipsync.scoring.audio_dependence``:
+   the one-step check for both, the sampled check for the trained one, with audio of other frames, of another
+   clip and silence);
 4. write ``docs/train_small_loss.png`` (loss curve), ``docs/train_small_grid.png`` (held-out frames:
    source | copy reference | untrained | trained) and ``docs/train_small_results.json``.
 
@@ -288,6 +290,13 @@ def main(argv=None) -> int:
     trained_pipe = load_pipeline(run_dir / "final", device="cpu")
     one_step = {"trained": one_step_psnr(trained_pipe.unet, args.val_data, args.eval_frames),
                 "untrained": one_step_psnr(untrained_pipeline(run_dir).unet, args.val_data, args.eval_frames)}
+    # does the model use its audio? right vs wrong audio (other frames, another clip, silence), in fp32
+    from lipsync.evaluate import audio_dependence_frames, evaluate_audio_dependence
+
+    held = audio_dependence_frames(args.val_data, count=args.eval_frames)
+    audio_dep = {"trained": evaluate_audio_dependence(load_pipeline(run_dir / "final", device="cpu", dtype="fp32"),
+                                                      held),
+                 "untrained": evaluate_audio_dependence(untrained_pipeline(run_dir), held, sample=False)}
     losses = read_csv(run_dir / "losses.csv")
     config = json.loads((run_dir / "run_config.json").read_text())
     summary = {
@@ -299,6 +308,7 @@ def main(argv=None) -> int:
         "train_simple_last_50": float(np.mean([float(r["simple"]) for r in losses[-50:]])),
         "held_out_frames": len(faces), "held_out_clips": sorted(set(clips)), "scores": rows,
         "one_step_x0_psnr": one_step,
+        "audio_dependence": {name: report.as_dict() for name, report in audio_dep.items()},
     }
     val = read_csv(run_dir / "validation.csv") if (run_dir / "validation.csv").is_file() else []
     if val:
@@ -324,6 +334,8 @@ def main(argv=None) -> int:
     for name in ("trained", "untrained"):
         print(f"| {name} | " + " | ".join(f"{one_step[name]['per_t'][t]:.2f}" for t in ts) + " |")
     print(f"| copy the reference | {one_step['trained']['copy_reference']:.2f} (any t) |")
+    for name, report in audio_dep.items():
+        print(f"\naudio dependence, {name} model (nan: its ε̂ is 0 everywhere)\n{report.table()}")
     return 0
 
 

@@ -86,6 +86,9 @@ def build_parser(batch: bool = False) -> argparse.ArgumentParser:
                    help="print LSE-D / LSE-C (SyncNet) of the source, Diff2Lip (and Wav2Lip) against the audio")
     p.add_argument("--syncnet-checkpoint", default=None, metavar="PATH",
                    help="SyncNet v2 weights (syncnet_v2.model); default: $LIPSYNC_SYNCNET_CHECKPOINT or the Hub")
+    p.add_argument("--sync-expert", default=None, metavar="DIR",
+                   help="score with an own lip-sync expert (the folder of python -m lipsync.train_syncnet) instead of "
+                        "SyncNet v2: its figures are labelled 'own expert', not LSE-C/LSE-D")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -126,7 +129,7 @@ def job_options(args: argparse.Namespace):
         side_by_side=args.side_by_side is not None or args.compare_wav2lip or args.wav2lip_video is not None,
         compare_wav2lip=args.compare_wav2lip,
         wav2lip_checkpoint=args.wav2lip_checkpoint, wav2lip_video=args.wav2lip_video, score=args.score,
-        syncnet_checkpoint=args.syncnet_checkpoint,
+        syncnet_checkpoint=args.syncnet_checkpoint, sync_expert=args.sync_expert,
     )
 
 
@@ -140,7 +143,11 @@ def check_weights(args: argparse.Namespace) -> None:
         from lipsync.scoring.wav2lip import check_wav2lip_weights
 
         check_wav2lip_weights(args.wav2lip_checkpoint)
-    if args.score:
+    if args.score and args.sync_expert is not None:
+        from lipsync.scoring.syncnet_color import load_own_expert
+
+        load_own_expert(args.sync_expert)  # a missing or damaged expert is refused before any work
+    elif args.score:
         from lipsync.scoring.syncnet import check_syncnet_weights
 
         check_syncnet_weights(args.syncnet_checkpoint)

@@ -130,8 +130,16 @@ class LipSyncEngine:
                 self._wav2lip = {key: load_wav2lip(key, device=self.device)}  # keep one in memory
             return self._wav2lip[key]
 
-    def sync_scorer(self, checkpoint: Optional[str] = None):
-        """A ``SyncScorer`` over SyncNet v2 (``load_syncnet(checkpoint, device=...)``), loaded once per checkpoint."""
+    def sync_scorer(self, checkpoint: Optional[str] = None, expert: Optional[str] = None):
+        """A ``SyncScorer`` over SyncNet v2 (``load_syncnet(checkpoint, device=...)``), loaded once per checkpoint;
+        with ``expert`` (a folder of ``python -m lipsync.train_syncnet``), an own-expert scorer instead."""
+        if expert is not None:
+            with self._lock:
+                if str(expert) not in self._syncnet:
+                    from lipsync.scoring.own_sync import load_scorer
+
+                    self._syncnet = {str(expert): load_scorer(expert)}
+                return self._syncnet[str(expert)]
         key = None if checkpoint is None else str(checkpoint)
         with self._lock:
             if key not in self._syncnet:
@@ -323,7 +331,7 @@ class LipSyncEngine:
             self.wav2lip_model(options.wav2lip_checkpoint)
         if options.score:
             compare.check_scorable(num_output, fps, options.score_seconds)
-            self.sync_scorer(options.syncnet_checkpoint)
+            self.sync_scorer(options.syncnet_checkpoint, options.sync_expert)
 
     def _comparison(self, plan: _Plan, options: JobOptions):
         """The Wav2Lip panel's source (``.frames(start, frames)`` along the output timeline), or None."""
@@ -450,7 +458,9 @@ class LipSyncEngine:
                 stack.callback(comparison.close)
             collector = None
             if options.score:
-                collector = compare.SyncCropCollector(plan.boxes[plan.src], fps, options.score_seconds)
+                scorer = self.sync_scorer(options.syncnet_checkpoint, options.sync_expert)
+                collector = compare.SyncCropCollector(plan.boxes[plan.src], fps, options.score_seconds,
+                                                      crop=getattr(scorer, "crop", None))
             labels = ("source", "Wav2Lip", "Diff2Lip") if comparison is not None else ("source", "Diff2Lip")
             sbs_writer = None
             if sbs is not None:
@@ -488,10 +498,11 @@ class LipSyncEngine:
             run(self._prepared_chunks(plan, options, timer), self._diffusion_stage(plan, options, timer, notify),
                 paste_and_write)
             if collector is not None:
-                notify("score", 0.0, "SyncNet: scoring lip sync")
+                scorer_name = getattr(scorer, "label", "SyncNet")
+                notify("score", 0.0, f"{scorer_name}: scoring lip sync")
                 with timer("score"):
-                    scores = collector.score(self.sync_scorer(options.syncnet_checkpoint), plan.wav)
-                notify("score", 1.0, "SyncNet: done")
+                    scores = collector.score(scorer, plan.wav)
+                notify("score", 1.0, f"{scorer_name}: done")
             notify("encode", 0.0, "writing MP4")
             with timer("encode"):
                 try:

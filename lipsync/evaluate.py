@@ -18,6 +18,16 @@ Metric definitions
   on the BT.601 luma, the mean over frames (:mod:`lipsync.scoring.metrics` gives the details).
 * Frames are compared in order over the first min(#generated, #ground truth) frames; generated and
   ground-truth frames must have the same size.
+
+Audio dependence (does a model use its audio input?)::
+
+    python -m lipsync.evaluate --audio-dependence --checkpoint MODEL --data DATASET [--split val] [--frames 30]
+        [--steps 25] [--json PATH]
+
+``DATASET`` is a folder made by ``python -m lipsync.prepare``; its held-out frames are fed with their right mel
+windows and with wrong ones (other frames of the same clip, another clip, silence), once through the UNet
+(one step, t = 100 … 900) and once through the sampler: :mod:`lipsync.scoring.audio_dependence` defines the
+figures. Python: :func:`audio_dependence_frames` then :func:`evaluate_audio_dependence`.
 """
 
 from __future__ import annotations
@@ -30,15 +40,21 @@ import os
 import sys
 import tempfile
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from lipsync.errors import LipSyncError
 from lipsync.scoring.metrics import ReconstructionMeter
 
+if TYPE_CHECKING:  # the checks import torch: loaded on use
+    from lipsync.scoring.audio_dependence import OneStepAudioDependence, SampleAudioDependence
+
 CSV_COLUMNS = ("video", "audio", "lse_d", "lse_c", "offset", "psnr", "ssim")
+# with --sync-expert: the own expert's figures, never under LSE's names
+OWN_EXPERT_COLUMNS = ("video", "audio", "measure", "offset", "confidence", "distance_at_0", "psnr", "ssim")
 
 
 class FilelistError(ValueError):
@@ -70,6 +86,9 @@ class EvalRow:
     offset: int | None
     psnr: float | None = None
     ssim: float | None = None
+    measure: str | None = None  # "own expert" when an own expert scored (then lse_d/lse_c stay None)
+    confidence: float | None = None
+    distance_at_0: float | None = None
 
 
 def parse_filelist(
@@ -125,13 +144,15 @@ def _format(value) -> str:
 
 
 def write_csv(rows: Sequence[EvalRow], path: str | os.PathLike) -> Path:
-    """Write rows with :data:`CSV_COLUMNS` atomically (temporary file in the same folder + os.replace)."""
+    """Write rows with :data:`CSV_COLUMNS` (:data:`OWN_EXPERT_COLUMNS` when an own expert scored) atomically
+    (temporary file in the same folder + os.replace)."""
     path = Path(path)
+    columns = OWN_EXPERT_COLUMNS if any(row.measure for row in rows) else CSV_COLUMNS
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([_format(getattr(row, column)) for column in CSV_COLUMNS])
+        writer.writerow([_format(getattr(row, column)) for column in columns])
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
@@ -185,7 +206,8 @@ def evaluate_pair(pair: EvalPair, scorer, detector, chunk_size: int = 64) -> Eva
 
     Args:
         pair: paths of the generated video, its driving audio and optional ground truth.
-        scorer: a :class:`lipsync.scoring.syncnet.SyncScorer` (anything with ``score(faces, wav16k, fps)``).
+        scorer: a :class:`lipsync.scoring.syncnet.SyncScorer` (anything with ``score(faces, wav16k, fps)``), or an
+            :class:`lipsync.scoring.own_sync.OwnExpertScorer` (its own crops, its figures labelled "own expert").
         detector: a :class:`lipsync.media.detectors.FaceDetector`.
         chunk_size: frames decoded at a time; only boxes and 224×224 crops of the whole clip stay in memory.
     """
@@ -198,7 +220,8 @@ def evaluate_pair(pair: EvalPair, scorer, detector, chunk_size: int = 64) -> Eva
     # 1. Face track over the whole clip (pass 1); the collector smooths it like the recipe
     info = probe_video(pair.video)
     boxes = _face_track(pair.video, detector, chunk_size)
-    collector = SyncCropCollector(boxes, info.fps, score_seconds=len(boxes) / float(info.fps))
+    collector = SyncCropCollector(boxes, info.fps, score_seconds=len(boxes) / float(info.fps),
+                                  crop=getattr(scorer, "crop", None))
 
     # 2. 224×224 crops (pass 2)
     start = 0
@@ -212,6 +235,10 @@ def evaluate_pair(pair: EvalPair, scorer, detector, chunk_size: int = 64) -> Eva
 
     # 4. Reconstruction metrics
     quality = _reconstruction(pair.video, pair.ground_truth, chunk_size) if pair.ground_truth else (None, None)
+    if score.get("measure"):
+        return EvalRow(video=str(pair.video), audio=str(pair.audio), lse_d=None, lse_c=None, offset=score["offset"],
+                       psnr=quality[0], ssim=quality[1], measure=score["measure"], confidence=score["confidence"],
+                       distance_at_0=score["distance_at_0"])
     return EvalRow(
         video=str(pair.video),
         audio=str(pair.audio),
@@ -224,6 +251,168 @@ def evaluate_pair(pair: EvalPair, scorer, detector, chunk_size: int = 64) -> Eva
 
 
 # ----------------------------------------------------------------------------------------------------
+# Audio dependence: held-out frames of a prepared dataset, right and wrong mel windows
+# ----------------------------------------------------------------------------------------------------
+
+WRONG_AUDIO = {  # the wrong sets of audio_dependence_frames
+    "other_frames": "audio of other frames of the same clip",
+    "other_clip": "audio of another clip",
+    "silence": "silence",
+}
+MIN_FRAME_GAP = 10  # "other frames" are at least this many frames away (0.4 s at 25 fps)
+
+
+@dataclass
+class HeldOutFrames:
+    """Held-out frames with their right and wrong mel windows (see :func:`audio_dependence_frames`).
+
+    faces, references: uint8 (K, 128, 128, 3) crops and identity references; mels: float32 (K, 80, 16) in
+    [-4, 4], each frame's own window; wrong: name -> (K, 80, 16) windows of :data:`WRONG_AUDIO` (a set that
+    cannot be built, e.g. "other_clip" of a one-clip split, is absent and explained in ``notes``); clips: (K,)
+    clip ids; frames: (K,) frame numbers in their clips; frame_gaps: (K,) distance in frames of each frame's
+    "other_frames" window (>= :data:`MIN_FRAME_GAP` unless a note says otherwise).
+    """
+
+    faces: np.ndarray
+    references: np.ndarray
+    mels: np.ndarray
+    wrong: dict
+    clips: list
+    frames: np.ndarray
+    frame_gaps: np.ndarray
+    notes: list
+
+
+def silence_mel_window(fps: float = 25) -> np.ndarray:
+    """The (80, 16) mel window of one second of silent audio (the front end's floor value everywhere)."""
+    from lipsync.media import audio as audio_io
+
+    rate = audio_io.DEFAULT_AUDIO.sample_rate
+    return audio_io.mel_windows(audio_io.melspectrogram(np.zeros(rate, np.float32)), fps, num_frames=1)[0]
+
+
+def audio_dependence_frames(data, split: str = "val", count: int = 30, min_gap: int = MIN_FRAME_GAP,
+                            seed: int = 0) -> HeldOutFrames:
+    """``count`` evenly spaced held-out frames of a dataset made by ``python -m lipsync.prepare``, with their mel
+    windows and the wrong ones.
+
+    Frame k is the middle frame of an evenly spaced 5-frame window of ``split`` (its reference: the dataset's,
+    a frame of the same clip outside the window, fixed by ``seed``). Wrong windows: "other_frames" the window of
+    the nearest frame of the same clip at least ``min_gap`` frames away (later if there is one, else earlier);
+    "other_clip" the window of an evenly spaced frame of the other clips of the split; "silence"
+    :func:`silence_mel_window`. Raises ``lipsync.training.data.DatasetError`` for a missing or empty dataset.
+    """
+    from lipsync.training.data import Diff2LipDataset
+
+    dataset = Diff2LipDataset(data, split=split, image_size=128, seed=seed)
+    mid = dataset.num_frames // 2
+    windows = np.array([dataset.window(i) for i in range(len(dataset))]).reshape(-1, 2)  # (W, 2): clip, start
+    picks = np.linspace(0, len(dataset) - 1, min(int(count), len(dataset))).round().astype(int)
+    samples = [dataset[int(i)] for i in picks]
+    notes, gaps, other_frames, other_clip = [], [], [], []
+    for k, i in enumerate(picks):
+        clip, start = windows[i]
+        same = np.flatnonzero(windows[:, 0] == clip)
+        distance = windows[same, 1] - start
+        far = same[np.abs(distance) >= min_gap]
+        if len(far):  # the nearest window at least min_gap away, later first
+            j = int(min(far, key=lambda r: (abs(windows[r, 1] - start), windows[r, 1] < start)))
+        else:
+            j = int(same[np.argmax(np.abs(distance))])
+        gaps.append(int(abs(windows[j, 1] - start)))
+        other_frames.append(dataset[j]["mels"][mid].numpy())
+        others = np.flatnonzero(windows[:, 0] != clip)
+        if len(others):
+            j = int(others[round(k * (len(others) - 1) / max(1, len(picks) - 1))])  # spread over the other clips
+            other_clip.append(dataset[j]["mels"][mid].numpy())
+    if min(gaps) < min_gap:
+        notes.append(f"other_frames: some clips are too short for windows {min_gap} frames apart; the closest "
+                     f"wrong window is {min(gaps)} frames away")
+    wrong = {"other_frames": np.stack(other_frames)}
+    if len(other_clip) == len(picks):
+        wrong["other_clip"] = np.stack(other_clip)
+    else:
+        notes.append(f"other_clip: split {split!r} has only one clip with frames other than these; not measured")
+    fps = Fraction(dataset.records[int(windows[picks[0], 0])]["fps"])
+    wrong["silence"] = np.repeat(silence_mel_window(fps)[None], len(picks), axis=0)
+
+    def to_u8(images):  # (K, 3, S, S) in [-1, 1] -> (K, S, S, 3) uint8
+        array = (np.stack([t.numpy() for t in images]) + 1) * 127.5
+        return array.round().clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+    return HeldOutFrames(faces=to_u8([s["faces"][mid] for s in samples]),
+                         references=to_u8([s["reference"] for s in samples]),
+                         mels=np.stack([s["mels"][mid].numpy() for s in samples]), wrong=wrong,
+                         clips=[dataset.records[int(s["clip"])]["id"] for s in samples],
+                         frames=np.array([int(s["start"]) + mid for s in samples]), frame_gaps=np.array(gaps),
+                         notes=notes)
+
+
+@dataclass
+class AudioDependenceReport:
+    """Both checks on one set of held-out frames (:func:`evaluate_audio_dependence`)."""
+
+    one_step: OneStepAudioDependence
+    samples: SampleAudioDependence | None
+    frames: HeldOutFrames
+
+    def as_dict(self) -> dict:
+        """JSON-ready: the checks' ``as_dict()``, the frames' clips and the wrong sets' names and notes."""
+        held = self.frames
+        return {"frames": len(held.faces), "clips": sorted(set(held.clips)),
+                "wrong_audio": {k: WRONG_AUDIO.get(k, k) for k in held.wrong},
+                "other_frames_min_gap": int(held.frame_gaps.min()), "notes": list(held.notes),
+                "one_step": self.one_step.as_dict(),
+                "samples": self.samples.as_dict() if self.samples is not None else None}
+
+    def table(self) -> str:
+        """The figures as a readable text table."""
+        one, names = self.one_step, list(self.one_step.ratios)
+        ts = list(one.eps_size)
+        lines = [f"{len(self.frames.faces)} held-out frames of {len(set(self.frames.clips))} clip(s); "
+                 f"the model works at {one.image_size} px", "",
+                 "one step: mean|ε̂(right) − ε̂(wrong)| / mean|ε̂(right)|, lower half (0: the audio is unused)",
+                 f"  {'wrong audio':<40}" + "".join(f"{f't={t}':>10}" for t in ts)]
+        for name in names:
+            ratios = "".join(f"{100 * one.ratios[name][t]:>9.3g}%" for t in ts)
+            lines.append(f"  {WRONG_AUDIO.get(name, name):<40}{ratios}")
+        if self.samples is not None:
+            smp = self.samples
+            lines += ["", f"sampled (DDIM {smp.steps}, seed {smp.seed}): lower-half PSNR in dB (inf = identical)",
+                      f"  {'audio':<40}{'to the right-audio output':>27}{'to the ground truth':>21}",
+                      f"  {'right':<40}{'-':>27}{smp.psnr_to_truth['right']:>21.2f}"]
+            for name in names:
+                lines.append(f"  {WRONG_AUDIO.get(name, name):<40}{smp.psnr_to_right[name]:>27.2f}"
+                             f"{smp.psnr_to_truth[name]:>21.2f}")
+        return "\n".join(lines + [f"note: {n}" for n in self.frames.notes])
+
+
+def evaluate_audio_dependence(pipe, held_out: HeldOutFrames, steps: int = 25, timesteps=None, sample: bool = True,
+                              seed: int = 7, batch_size: int = 8, keep_outputs: bool = False,
+                              progress=None) -> AudioDependenceReport:
+    """Run both checks of :mod:`lipsync.scoring.audio_dependence` on ``held_out`` with every wrong set.
+
+    pipe: a ``Diff2LipPipeline`` (load it in fp32 for the one-step figures: bf16 rounding would add its own
+    differences); steps: sampler steps; timesteps: the one-step noise levels (default 100 … 900); sample: False
+    runs the one-step check only; seed: the sampler's (the one-step check uses seed 0); progress: ``progress(text)``
+    before each stage.
+    """
+    from lipsync.scoring.audio_dependence import TIMESTEPS, one_step_audio_dependence, sample_audio_dependence
+
+    say = progress or (lambda text: None)
+    say(f"one-step check at t = {', '.join(str(t) for t in timesteps or TIMESTEPS)}")
+    one = one_step_audio_dependence(pipe.unet, held_out.faces, held_out.references, held_out.mels, held_out.wrong,
+                                    timesteps=timesteps or TIMESTEPS, batch_size=max(batch_size, 16))
+    samples = None
+    if sample:
+        samples = sample_audio_dependence(pipe, held_out.faces, held_out.references, held_out.mels, held_out.wrong,
+                                          num_inference_steps=steps, seed=seed, batch_size=batch_size,
+                                          keep_outputs=keep_outputs, progress=lambda name: say(
+                                              "sampling, " + WRONG_AUDIO.get(name, f"{name} audio")))
+    return AudioDependenceReport(one_step=one, samples=samples, frames=held_out)
+
+
+# ----------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------
 
@@ -232,13 +421,18 @@ def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser (see the module docstring for the filelist format)."""
     parser = argparse.ArgumentParser(
         prog="python -m lipsync.evaluate",
-        description="LSE-D / LSE-C (SyncNet) and, with ground truth, PSNR / SSIM of lip-synced videos.",
+        description="LSE-D / LSE-C (SyncNet) and, with ground truth, PSNR / SSIM of lip-synced videos; or, with "
+                    "--audio-dependence, whether a model uses its audio input.",
     )
-    parser.add_argument("--filelist", required=True, type=Path,
-                        help="text file, one 'video_path audio_path [ground_truth_video]' per line")
-    parser.add_argument("--output", required=True, type=Path, help="CSV to write")
+    parser.add_argument("--filelist", type=Path,
+                        help="text file, one 'video_path audio_path [ground_truth_video]' per line (required "
+                             "without --audio-dependence)")
+    parser.add_argument("--output", type=Path, help="CSV to write (required without --audio-dependence)")
     parser.add_argument("--syncnet-checkpoint", default=None,
                         help="syncnet_v2.model (default: $LIPSYNC_SYNCNET_CHECKPOINT, then the Hub)")
+    parser.add_argument("--sync-expert", default=None, metavar="DIR",
+                        help="score with an own lip-sync expert (python -m lipsync.train_syncnet's folder) instead of "
+                             "SyncNet v2; the CSV then has 'own expert' columns, never LSE-D/LSE-C")
     parser.add_argument("--reference-dir", type=Path, default=None,
                         help="folder of ground-truth videos: relative third columns are resolved here, and "
                              "lines without one use <reference-dir>/<video file name> when it exists")
@@ -246,7 +440,63 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--detector", choices=("opencv", "s3fd", "mediapipe"), default="s3fd", help="face detector")
     parser.add_argument("--skip-errors", action="store_true",
                         help="report a failing pair on stderr and leave its scores empty instead of stopping")
+    group = parser.add_argument_group("audio dependence (does a model use its audio?)")
+    group.add_argument("--audio-dependence", action="store_true",
+                       help="feed held-out frames of --data with right and wrong audio to --checkpoint and print "
+                            "how much the model's output changes")
+    group.add_argument("--checkpoint", default=None, help="the model: a converted folder, RUN/final, checkpoint.pt")
+    group.add_argument("--data", type=Path, default=None, help="a dataset made by python -m lipsync.prepare")
+    group.add_argument("--split", choices=("train", "val"), default="val", help="the dataset's split (default val)")
+    group.add_argument("--frames", type=int, default=30, help="held-out frames (default 30)")
+    group.add_argument("--steps", type=int, default=25, help="DDIM steps of the sampled check (default 25)")
+    group.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     return parser
+
+
+def _audio_dependence_main(args) -> int:
+    """``--audio-dependence``: check the inputs (exit 2), load the model, run both checks, print (exit 1 on failure)."""
+    import json
+    import re
+
+    from lipsync.training.data import DatasetError
+
+    try:
+        if args.filelist is not None or args.output is not None:
+            raise FilelistError("--audio-dependence takes --checkpoint and --data, not --filelist / --output")
+        if not args.checkpoint or args.data is None:
+            raise FilelistError("--audio-dependence needs --checkpoint MODEL and --data DATASET (a folder made by "
+                                "python -m lipsync.prepare)")
+        if not Path(args.checkpoint).expanduser().exists() and not re.match(r"^[\w.-]+/[\w.-]+$", args.checkpoint):
+            raise FilelistError(f"--checkpoint {args.checkpoint!r} does not exist; pass a model folder or file")
+        if args.frames < 2 or args.steps < 1:
+            raise FilelistError(f"--frames must be at least 2 and --steps at least 1, got {args.frames} and "
+                                f"{args.steps}")
+        if args.json is not None and not (args.json.parent if str(args.json.parent) else Path(".")).is_dir():
+            raise FilelistError(f"the folder of --json {str(args.json)!r} does not exist; create it or choose another")
+        held_out = audio_dependence_frames(args.data, split=args.split, count=args.frames)
+    except (FilelistError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    from lipsync.model.loading import load_pipeline
+
+    try:
+        pipe = load_pipeline(args.checkpoint, device=args.device, dtype="fp32")
+        report = evaluate_audio_dependence(pipe, held_out, steps=args.steps,
+                                           progress=lambda text: print(f"{text} ...", file=sys.stderr, flush=True))
+    except LipSyncError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"audio dependence of {args.checkpoint} on {args.data} (split {args.split})")
+    print(report.table())
+    if args.json is not None:
+        figures = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split, **report.as_dict()}
+        try:
+            args.json.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+        except OSError as exc:
+            print(f"error: could not write {args.json} ({exc}); choose a writable --json", file=sys.stderr)
+            return 1
+    return 0
 
 
 def run_evaluation(pairs: Sequence[EvalPair], scorer, detector, skip_errors: bool = False) -> list[EvalRow | None]:
@@ -265,11 +515,18 @@ def run_evaluation(pairs: Sequence[EvalPair], scorer, detector, skip_errors: boo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 1 evaluation failed, 2 bad input)."""
-    args = build_parser().parse_args(argv)
+    """CLI entry point; returns the exit status (0 ok, 1 evaluation failed, 2 bad input). With
+    ``--audio-dependence``: both audio-dependence checks of a model on a prepared dataset (same exit statuses)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from lipsync.console import configure_logging
 
     configure_logging()  # once: no doubled library lines, no retry or download chatter
+    if args.audio_dependence:
+        return _audio_dependence_main(args)
+    missing = [flag for flag, value in (("--filelist", args.filelist), ("--output", args.output)) if value is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
 
     # 1. Check inputs before loading any model
     try:
@@ -294,9 +551,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lipsync.scoring.syncnet import SyncScorer, load_syncnet
 
     try:
-        model = load_syncnet(args.syncnet_checkpoint, device=args.device)
-        detector = get_detector(args.detector, device=str(next(model.parameters()).device))
-        rows = run_evaluation(pairs, SyncScorer(model), detector, skip_errors=args.skip_errors)
+        if args.sync_expert is not None:
+            from lipsync.scoring.own_sync import load_scorer
+
+            scorer = load_scorer(args.sync_expert)
+            detector = get_detector(args.detector, device=args.device or "cpu")
+        else:
+            model = load_syncnet(args.syncnet_checkpoint, device=args.device)
+            scorer = SyncScorer(model)
+            detector = get_detector(args.detector, device=str(next(model.parameters()).device))
+        rows = run_evaluation(pairs, scorer, detector, skip_errors=args.skip_errors)
     except LipSyncError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

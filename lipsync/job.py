@@ -57,6 +57,7 @@ class JobOptions:
     wav2lip_video: Optional[str] = None  # an existing Wav2Lip result to show instead of running Wav2Lip
     score: bool = False  # LSE-D / LSE-C of source, (Wav2Lip) and Diff2Lip against the driving audio
     syncnet_checkpoint: Optional[str] = None  # None: $LIPSYNC_SYNCNET_CHECKPOINT or the Hub
+    sync_expert: Optional[str] = None  # an own expert (python -m lipsync.train_syncnet) scores instead of SyncNet v2
     score_seconds: float = compare.SCORE_SECONDS  # only the first seconds of the output are scored
 
     @property
@@ -118,7 +119,8 @@ class JobReport:
     boxes: Optional[np.ndarray] = field(default=None, repr=False)
     valid: Optional[np.ndarray] = field(default=None, repr=False)
     source_index: Optional[np.ndarray] = field(default=None, repr=False)
-    # with options.score: {"source" | "wav2lip" | "diffusion": {"lse_d", "lse_c", "offset", "frames", "seconds"}}
+    # with options.score: {"source" | "wav2lip" | "diffusion": {"lse_d", "lse_c", "offset", "frames", "seconds"}};
+    # with an own expert: {"measure": "own expert", "offset", "confidence", "distance", "distance_at_0", ...}
     scores: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
     @property
@@ -166,7 +168,7 @@ class JobReport:
         return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
     def scores_markdown(self) -> str:
-        """LSE-D / LSE-C / offset per stream as a small Markdown table ("" without scores)."""
+        """LSE-D / LSE-C / offset (or the own expert's figures) per stream as a small Markdown table ("" without)."""
         return compare.scores_markdown(self.scores)
 
 

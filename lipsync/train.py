@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lpips-vgg", default=None, metavar="PATH", help="VGG16 weights for LPIPS (vgg16-397923af.pth)")
     g.add_argument("--lpips-heads", default=None, metavar="PATH", help="LPIPS linear heads (lpips v0.1 vgg.pth)")
     g.add_argument("--sync-expert", default=None, metavar="PATH",
-                   help="Wav2Lip's expert lip-sync discriminator (lipsync_expert.pth)")
+                   help="the lip-sync expert: Wav2Lip's lipsync_expert.pth, or one trained with python -m "
+                        "lipsync.train_syncnet (its output folder)")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--batch-size", type=int, default=4, help="samples (of 5 frames) per process and micro-step")

@@ -155,6 +155,7 @@ def test_tiny_run_writes_logs_checkpoints_grids(tiny_run):
     with open(tiny_run / "validation.csv", newline="") as f:
         val = list(csv.DictReader(f))
     assert [int(r["step"]) for r in val] == [2, 4] and all(float(r["simple"]) > 0 for r in val)
+    assert all(float(r["audio_dep"]) >= 0 for r in val)  # the one-step audio dependence at t = 300
     for step in (2, 4):
         assert (tiny_run / "validation" / f"step_{step:06d}.png").is_file()
         folder = tiny_run / "checkpoints" / f"step_{step:06d}"

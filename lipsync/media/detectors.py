@@ -11,11 +11,9 @@ is constructed, mediapipe when a :class:`MediaPipeDetector` is.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import pickle
-import sys
 import threading
 import warnings
 from typing import Protocol, Sequence, runtime_checkable
@@ -23,6 +21,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import cv2
 import numpy as np
 
+from lipsync.console import quiet_native_stderr
 from lipsync.errors import CheckpointMismatchError, WeightsUnavailableError
 from lipsync.media.boxes import box_centre, box_iou
 
@@ -358,24 +357,6 @@ landmarks: keypoint j is at columns (5 + 2j, 6 + 2j), in full-frame pixels (not 
 MOUTH = KEYPOINT_NAMES.index("mouth")
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silence what native code writes to file descriptor 2 (TFLite's and absl's start-up lines)."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real stderr (embedded interpreters): nothing to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 class MediaPipeDetector:
     """MediaPipe's BlazeFace face detectors with six landmarks; the models ship inside the
     ``mediapipe`` wheel (0.10.14), so nothing is downloaded at run time.
@@ -434,7 +415,7 @@ class MediaPipeDetector:
         self.refine = refine
         self._lock = threading.Lock()  # a MediaPipe graph handles one image at a time
         self._graphs = {}
-        with _quiet_native_stderr():
+        with quiet_native_stderr():
             for model, selection in (("short", 0), ("full", 1)):
                 graph = face_detection.FaceDetection(model_selection=selection, min_detection_confidence=threshold)
                 graph.process(np.zeros((64, 64, 3), np.uint8))  # the first run prints TFLite's start-up lines

@@ -15,7 +15,8 @@ MODEL_KEYS = ("image_size", "model_channels", "channel_mult", "num_res_blocks", 
               "num_head_channels")
 LOSS_TERMS = ("simple", "vlb", "l2", "lpips", "sync", "gan")
 LOG_COLUMNS = ("step", "samples", "epoch", "lr", "loss", *LOSS_TERMS, "gan_d", "grad_norm", "steps_per_s", "seconds")
-VAL_COLUMNS = ("step", "loss", "simple", "vlb", "l2", "lpips", "sync", "psnr_lower")
+VAL_COLUMNS = ("step", "loss", "simple", "vlb", "l2", "lpips", "sync", "psnr_lower", "audio_dep")
+AUDIO_DEP_T = 300  # validation's audio_dep: the one-step audio-dependence ratio at this t (mels rolled in the batch)
 NUM_FRAMES = 5
 
 

@@ -21,6 +21,7 @@ import torch
 
 from lipsync.errors import LipSyncError
 from lipsync.media import audio as audio_io
+from lipsync.scoring.syncnet_color import sync_column
 
 __all__ = ["DatasetError", "Diff2LipDataset", "ClipArrays", "open_clip", "load_validation_clips", "sample_starts"]
 
@@ -158,12 +159,6 @@ def _valid_mask(record: dict) -> np.ndarray:
     for a, b in record["valid_runs"]:
         valid[a:b] = True
     return valid
-
-
-def sync_column(start_frame: int, fps: Fraction) -> int:
-    """First mel column of the SyncNet segment of a window starting at ``start_frame``: floor(80 * t)
-    with t = start_frame / fps (Wav2Lip's ``crop_audio_window``)."""
-    return int(audio_io.DEFAULT_AUDIO.mel_rate * start_frame // Fraction(fps))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ import torch
 from lipsync.errors import LipSyncError
 from lipsync.training import checkpointing as ckpt
 from lipsync.training.config import (
+    AUDIO_DEP_T,
     LOG_COLUMNS,
     MODEL_KEYS,
     NUM_FRAMES,
@@ -414,7 +415,8 @@ class Trainer:
     # -- validation ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def _validate(self, step: int, ema: EMA, ema_unet, val_log: Optional[CSVLog], tb, progress: Progress) -> None:
-        """Main process: EMA losses on fixed held-out samples (fixed noise) and a source | generated grid."""
+        """Main process: EMA losses on fixed held-out samples (fixed noise), the sampled lower-half PSNR, the one-step
+        audio dependence ``audio_dep`` (:mod:`lipsync.scoring.audio_dependence`), a source | generated grid."""
         accelerator = self.accelerator
         if accelerator.is_main_process:
             from torch.utils.data import default_collate
@@ -459,6 +461,14 @@ class Trainer:
             from lipsync.scoring.metrics import psnr
 
             values["psnr_lower"] = psnr(source_u8[:, top:], generated_u8[:, top:])
+            # audio_dep: how much ε̂ changes at t = 300 when the mel windows are rolled to other samples (0: unused)
+            from lipsync.scoring.audio_dependence import one_step_audio_dependence
+
+            mel_mid = torch.stack([smp["mels"][mid] for smp in samples])
+            values["audio_dep"] = one_step_audio_dependence(
+                ema_unet, torch.stack([smp["faces"][mid] for smp in samples]),
+                torch.stack([smp["reference"] for smp in samples]), mel_mid, mel_mid.roll(1, 0),
+                timesteps=(AUDIO_DEP_T,), seed=cfg.seed).ratio(AUDIO_DEP_T) if len(samples) > 1 else math.nan
             grid = image_grid([source_u8, generated_u8], ["source", "generated"])
             save_png(grid, self.run_dir / "validation" / f"step_{step:06d}.png")
             val_log.write({"step": step, **values})
