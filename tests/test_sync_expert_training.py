@@ -215,3 +215,18 @@ def test_cli_and_evaluate_take_an_own_expert(random_expert, short_clip, tmp_path
     assert result.returncode != 0 and not (tmp_path / "x.mp4").exists()
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "train_syncnet" in lines[0], result.stderr
+
+
+def test_the_app_offers_the_score_with_an_own_expert_and_says_so(random_expert, tmp_path):
+    from lipsync.app import layout
+    from lipsync.app.handlers import Handlers
+    from lipsync.engine import LipSyncEngine
+
+    engine = LipSyncEngine(checkpoint=tmp_path, device="cpu", detector="opencv")
+    assert Handlers(engine, max_seconds=30, sync_expert=str(random_expert)).availability()["syncnet"] == (True, "")
+    ok, reason = Handlers(engine, max_seconds=30, sync_expert=str(tmp_path / "nope")).availability()["syncnet"]
+    assert not ok and "nope" in reason
+    demo = layout.build_demo(engine, default_detector="opencv", sync_expert=str(random_expert))
+    score = [c for c in demo.config["components"] if c["props"].get("elem_id") == "score"][0]["props"]
+    assert score["visible"] and score["label"] == "Lip-sync score (own expert)"
+    assert "not comparable to published" in score["info"]

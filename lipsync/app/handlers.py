@@ -98,7 +98,7 @@ class Handlers:
 
     def __init__(self, engine: LipSyncEngine, *, max_seconds: Optional[float], keep_jobs: int = 3,
                  jobs_dir: Optional[Path] = None, wav2lip_checkpoint: Optional[str] = None,
-                 syncnet_checkpoint: Optional[str] = None):
+                 syncnet_checkpoint: Optional[str] = None, sync_expert: Optional[str] = None):
         self.engine = engine
         self.max_seconds = max_seconds
         self.jobs = JobFolders(keep_jobs, jobs_dir)
@@ -106,6 +106,7 @@ class Handlers:
         self.meter = SpeedMeter()
         self.wav2lip_checkpoint = wav2lip_checkpoint
         self.syncnet_checkpoint = syncnet_checkpoint
+        self.sync_expert = sync_expert  # an own lip-sync expert scores instead of SyncNet v2 ("own expert")
         self._media: dict = {}
         self.run_job = on_gpu(self._run_job, self._run_job_seconds)
         self.preview_job = on_gpu(self._preview_job, lambda face, audio, options: gpu_seconds(options.sampling()[1], 1))
@@ -154,11 +155,19 @@ class Handlers:
         from lipsync.scoring.syncnet import SYNCNET_CHECKPOINT_ENV, SYNCNET_HUB_FILENAME, SYNCNET_HUB_REPO
         from lipsync.scoring.wav2lip import WAV2LIP_CHECKPOINT_ENV, WAV2LIP_HUB_FILENAMES, WAV2LIP_HUB_REPO
 
+        if self.sync_expert is not None:
+            from lipsync.scoring.syncnet_color import OWN_EXPERT_WEIGHTS
+
+            found = Path(self.sync_expert, OWN_EXPERT_WEIGHTS).is_file() or str(self.sync_expert).endswith(
+                ".safetensors") and Path(self.sync_expert).is_file()
+            syncnet = (found, "" if found else f"the lip-sync expert {self.sync_expert} was not found")
+        else:
+            syncnet = weights_available(SYNCNET_HUB_REPO, SYNCNET_HUB_FILENAME,
+                                        self.syncnet_checkpoint or os.environ.get(SYNCNET_CHECKPOINT_ENV))
         return {
             "wav2lip": weights_available(WAV2LIP_HUB_REPO, WAV2LIP_HUB_FILENAMES["wav2lip_gan"],
                                          self.wav2lip_checkpoint or os.environ.get(WAV2LIP_CHECKPOINT_ENV)),
-            "syncnet": weights_available(SYNCNET_HUB_REPO, SYNCNET_HUB_FILENAME,
-                                         self.syncnet_checkpoint or os.environ.get(SYNCNET_CHECKPOINT_ENV)),
+            "syncnet": syncnet,
         }
 
     def comparison_controls(self):
@@ -198,7 +207,8 @@ class Handlers:
             pads=parse_pads(pads), audio_offset=int(audio_offset or 0), scheduler=scheduler, detector=detector,
             side_by_side=True, max_seconds=self.max_seconds, compare_wav2lip=bool(compare_wav2lip),
             wav2lip_checkpoint=self.wav2lip_checkpoint, wav2lip_video=wav2lip_video or None, score=bool(score),
-            syncnet_checkpoint=self.syncnet_checkpoint, mouth_zoom=bool(mouth_zoom), compile=bool(compile_model))
+            syncnet_checkpoint=self.syncnet_checkpoint, sync_expert=self.sync_expert, mouth_zoom=bool(mouth_zoom),
+            compile=bool(compile_model))
         try:
             options.validate()
         except ValueError as exc:

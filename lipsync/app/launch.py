@@ -1,7 +1,7 @@
 """Starting the web app: the command line of ``python app.py`` / ``lipsync-app`` / ``python -m lipsync.app``.
 
     [--checkpoint P] [--device D] [--host H] [--port N] [--share] [--max-seconds S] [--max-upload-mb M]
-    [--detector s3fd|mediapipe|opencv] [--wav2lip-checkpoint P] [--syncnet-checkpoint P]
+    [--detector s3fd|mediapipe|opencv] [--wav2lip-checkpoint P] [--syncnet-checkpoint P] [--sync-expert DIR]
     [--cache-examples lazy|eager] [--mcp-server]
 
 Importing this module builds nothing and loads no model: ``main()`` creates the one engine of the
@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Wav2Lip weights for 'Compare with Wav2Lip' (default: $LIPSYNC_WAV2LIP_CHECKPOINT or "
                              "wav2lip_gan.pth from the Hub, downloaded on first use; non-commercial licence). "
                              "Compare is offered only when these weights can be had")
+    parser.add_argument("--sync-expert", default=None, metavar="DIR",
+                        help="score lip sync with an own expert (the folder of python -m lipsync.train_syncnet) "
+                             "instead of SyncNet v2; shown as 'own expert', not LSE-C/LSE-D")
     parser.add_argument("--syncnet-checkpoint", default=None,
                         help="SyncNet v2 weights for the lip-sync score (default: $LIPSYNC_SYNCNET_CHECKPOINT or "
                              "the Hub, downloaded on first use); the score is offered only when they can be had")
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     engine = LipSyncEngine(checkpoint=args.checkpoint, device=args.device, detector=args.detector)
     demo = build_demo(engine, max_seconds=args.max_seconds or None, default_detector=args.detector,
                       queue_size=args.queue_size, wav2lip_checkpoint=args.wav2lip_checkpoint,
-                      syncnet_checkpoint=args.syncnet_checkpoint,
+                      syncnet_checkpoint=args.syncnet_checkpoint, sync_expert=args.sync_expert,
                       cache_examples=None if args.cache_examples == "off" else args.cache_examples)
     # (build_demo imports `spaces`, if any, before torch touches CUDA)
     if args.preload:

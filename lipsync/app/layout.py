@@ -48,7 +48,7 @@ SCROLL_TO_RESULTS_JS = """(...args) => {
 def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, default_detector: str = "s3fd",
                queue_size: int = 16, keep_jobs: int = 3, wav2lip_checkpoint: Optional[str] = None,
                syncnet_checkpoint: Optional[str] = None, jobs_dir: Optional[Path] = None,
-               cache_examples: Optional[str] = None) -> gr.Blocks:
+               cache_examples: Optional[str] = None, sync_expert: Optional[str] = None) -> gr.Blocks:
     """The UI around ``engine`` (used lazily: building the UI loads no model).
 
     Args:
@@ -56,12 +56,14 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
         default_detector: the face detector chosen at first.
         wav2lip_checkpoint / syncnet_checkpoint: weights for the comparison and the score (None: the
             loaders' defaults); Compare and Score are offered only when their weights can be had.
+        sync_expert: an own lip-sync expert (``python -m lipsync.train_syncnet``) that scores instead of SyncNet v2;
+            its figures are labelled "own expert".
         jobs_dir: where job folders go (default: a temp folder).
         cache_examples: None (run examples on demand), "lazy" (cache each on first click) or "eager"
             (cache at start-up).
     """
     h = Handlers(engine, max_seconds=max_seconds, keep_jobs=keep_jobs, jobs_dir=jobs_dir,
-                 wav2lip_checkpoint=wav2lip_checkpoint, syncnet_checkpoint=syncnet_checkpoint)
+                 wav2lip_checkpoint=wav2lip_checkpoint, syncnet_checkpoint=syncnet_checkpoint, sync_expert=sync_expert)
     available = h.availability()
 
     with warnings.catch_warnings():  # css given to Blocks (not launch) still works; keep the log quiet
@@ -130,9 +132,12 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
                     wav2lip_video = gr.Video(label="Your own Wav2Lip result (optional; shown instead of running "
                                                    "Wav2Lip)", sources=["upload"], height=140, visible=False,
                                              elem_id="wav2lip-video")
-                    score = gr.Checkbox(value=False, label="Lip-sync score (LSE-D / LSE-C)", elem_id="score",
-                                        visible=available["syncnet"][0],
-                                        info="SyncNet measures each video against the speech")
+                    score = gr.Checkbox(value=False, elem_id="score", visible=available["syncnet"][0],
+                                        label="Lip-sync score (own expert)" if sync_expert else
+                                        "Lip-sync score (LSE-D / LSE-C)",
+                                        info="our own lip-sync expert measures each video against the speech "
+                                             "(not comparable to published LSE figures)" if sync_expert else
+                                        "SyncNet measures each video against the speech")
                     syncnet_note = gr.Markdown(texts.SYNCNET_UNAVAILABLE, visible=not available["syncnet"][0],
                                                elem_id="syncnet-note")
                     mouth_zoom = gr.Checkbox(value=False, label="Zoom on the mouths", elem_id="mouth-zoom",
