@@ -58,6 +58,10 @@ def build_parser(batch: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--deepcache", type=int, default=None, metavar="N",
                    help="DeepCache: recompute the deep UNet features every N-th step and reuse them in between "
                         "(1 = off; default: the preset's, else off)")
+    p.add_argument("--audio-guidance", type=float, default=1.0, metavar="S",
+                   help="classifier-free guidance on the audio: S > 1 pushes the mouth towards the speech and away "
+                        "from silence, at twice the model calls (default 1: off, the paper's sampler); for models "
+                        "trained with --audio-dropout")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (with freezing on the CPU): faster sampling after a one-time "
                         "compile of a few minutes (cached on disk for later runs)")
@@ -125,7 +129,8 @@ def job_options(args: argparse.Namespace):
         num_inference_steps=args.steps, reference_frame=args.reference_frame, seed=args.seed,
         batch_size=args.batch_size, paste=args.paste, length_policy=args.length_policy, pads=tuple(args.pads),
         audio_offset=args.audio_offset, scheduler=args.scheduler, detector=args.detector,
-        preset=args.preset, deepcache_interval=args.deepcache, compile=args.compile, overlap=not args.sequential,
+        preset=args.preset, deepcache_interval=args.deepcache, audio_guidance=args.audio_guidance,
+        compile=args.compile, overlap=not args.sequential,
         side_by_side=args.side_by_side is not None or args.compare_wav2lip or args.wav2lip_video is not None,
         compare_wav2lip=args.compare_wav2lip,
         wav2lip_checkpoint=args.wav2lip_checkpoint, wav2lip_video=args.wav2lip_video, score=args.score,

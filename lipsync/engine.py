@@ -424,7 +424,7 @@ class LipSyncEngine:
                            mels=plan.mels[chunk.start:chunk.stop][chunk.valid],
                            num_inference_steps=steps_per_frame, latents=noise, batch_size=batch_size,
                            output_type="uint8", progress_bar=False, callback=step_done,
-                           deepcache_interval=deepcache_interval)
+                           deepcache_interval=deepcache_interval, audio_guidance_scale=options.audio_guidance)
             chunk.generated[chunk.valid] = out.frames
             return chunk
 

@@ -44,6 +44,8 @@ class JobOptions:
     preset: Optional[str] = None  # lipsync.model.presets name ("paper", "fast", "draft"): overrides steps + scheduler
     deepcache_interval: Optional[int] = None  # DeepCache: deep features recomputed every N-th step (1 = off);
     #                                           None: the preset's (off without a preset)
+    audio_guidance: float = 1.0  # classifier-free guidance on the audio (1 = off, the paper's sampler); for models
+    #                               trained with --audio-dropout; costs twice the model calls
     compile: bool = False  # torch.compile the UNet (once per process; minutes the first time)
     overlap: bool = True  # decode ahead of and paste/encode behind the model in threads (same output)
     detector: str = "s3fd"
@@ -93,6 +95,8 @@ class JobOptions:
             raise ValueError("batch_size and chunk_frames must be at least 1")
         if self.deepcache_interval is not None and int(self.deepcache_interval) < 1:
             raise ValueError(f"deepcache_interval must be at least 1 (1 = off), got {self.deepcache_interval}")
+        if not float(self.audio_guidance) >= 1:
+            raise ValueError(f"audio_guidance must be at least 1 (1 = off), got {self.audio_guidance}")
         if not float(self.score_seconds) > 0:
             raise ValueError(f"score_seconds must be positive, got {self.score_seconds}")
 

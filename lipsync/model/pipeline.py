@@ -21,7 +21,7 @@ from diffusers.schedulers import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from lipsync.model.unet import Diff2LipUNetModel
+from lipsync.model.unet import Diff2LipUNetModel, null_audio
 
 FACE_HIDE_PERCENTAGE = 0.5  # the lower half of the crop is generated
 DEEPCACHE_DEPTH = 2  # DeepCache branch: cached steps run the first 2 input and last 2 output blocks
@@ -196,6 +196,7 @@ class Diff2LipPipeline(DiffusionPipeline):
         callback: Optional[Callable[[int, int], None]] = None,
         deepcache_interval: int = 1,
         deepcache_depth: int = DEEPCACHE_DEPTH,
+        audio_guidance_scale: float = 1.0,
     ):
         """Generate the lower half of each face crop from its mel window.
 
@@ -213,17 +214,26 @@ class Diff2LipPipeline(DiffusionPipeline):
             face_hide_percentage: fraction of rows (from the bottom) that is generated.
             output_type: "pt", "np", "uint8" or "pil" (see ``Diff2LipPipelineOutput``).
             progress_bar: show a tqdm bar over all model calls.
-            callback: ``callback(done, total)`` after every model call, e.g. for a UI progress bar.
+            callback: ``callback(done, total)`` after every denoising step, e.g. for a UI progress bar.
             deepcache_interval: DeepCache reuse: the deep UNet features are recomputed every
                 ``deepcache_interval``-th step and reused in between (1 = off: every step is a full call).
             deepcache_depth: how many shallow input/output blocks a cached step still runs (default 2:
                 about 26% of a full call's FLOPs for the paper model).
+            audio_guidance_scale: classifier-free guidance on the audio. 1 (default) is the paper's sampler,
+                one model call per step. Above 1, every step also runs the model with the null audio (the mel
+                of silence, ``lipsync.model.unet.null_audio``) and uses
+                ε̂ = ε̂(null) + scale · (ε̂(audio) − ε̂(null)); meant for models trained with audio dropout
+                (``unet.config.audio_dropout`` > 0). Works with DeepCache (each call keeps its own cache) and
+                with a compiled UNet; costs twice the model calls.
         """
         # 1. Check and convert inputs
         if mels is None:
             raise ValueError("mels is required: one (80, 16) mel window per face")
         if int(deepcache_interval) < 1:
             raise ValueError(f"deepcache_interval must be at least 1 (1 = off), got {deepcache_interval}")
+        if not float(audio_guidance_scale) >= 1.0:
+            raise ValueError(f"audio_guidance_scale must be at least 1 (1 = no guidance), got {audio_guidance_scale}")
+        guided = float(audio_guidance_scale) != 1.0
         device = self._execution_device
         dtype = self.unet.dtype
         images = to_model_range(faces)  # (N, 3, H, W) in [-1, 1]
@@ -246,7 +256,7 @@ class Diff2LipPipeline(DiffusionPipeline):
 
         # 4. Denoise batch by batch
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        total = len(self.scheduler.timesteps) * ((n + batch_size - 1) // batch_size)
+        total = len(self.scheduler.timesteps) * ((n + batch_size - 1) // batch_size)  # steps (guided: 2 calls each)
         self.set_progress_bar_config(disable=not progress_bar, desc="Diff2Lip")
         step_kwargs = self._step_kwargs(generator, eta)
         unet_call = getattr(self, "compiled_unet", None)  # see lipsync.model.acceleration.compile_pipeline
@@ -268,9 +278,10 @@ class Diff2LipPipeline(DiffusionPipeline):
                 cond_in = cond.to(dtype)
                 # t-independent conditioning, once per batch: the audio style vector
                 style = self.unet.audio_style(mel)  # (B, 4C)
+                null_style = self.unet.audio_style(null_audio(len(rows), device, dtype)) if guided else None
                 self.scheduler.set_timesteps(num_inference_steps, device=device)  # resets multistep state
                 x_t = x_t * self.scheduler.init_noise_sigma
-                deep = None  # DeepCache: deep decoder features of the last full step
+                deep = deep_null = None  # DeepCache: deep decoder features of the last full step (per condition)
                 # 5. Denoising loop
                 for i, t in enumerate(self.scheduler.timesteps):
                     model_in = self.scheduler.scale_model_input(x_t, t)
@@ -285,6 +296,15 @@ class Diff2LipPipeline(DiffusionPipeline):
                     if deepcache_interval > 1 and result.deep_features is not None:
                         deep = result.deep_features
                     eps = result.sample.float()[:, :3]  # channels 3:6 are learned-variance logits, unused here
+                    if guided:  # the same call with the null audio, then extrapolate away from it
+                        if deepcache_interval > 1:
+                            kwargs["deep_features"] = None if full else deep_null
+                        unconditional = unet_call(model_in.to(dtype), t, cond_image=cond_in, mask=batch_mask,
+                                                  reference=ref, style=null_style, **kwargs)
+                        if deepcache_interval > 1 and unconditional.deep_features is not None:
+                            deep_null = unconditional.deep_features
+                        eps_null = unconditional.sample.float()[:, :3]
+                        eps = eps_null + float(audio_guidance_scale) * (eps - eps_null)
                     x_t = self.scheduler.step(eps, t, x_t, **step_kwargs).prev_sample
                     done += 1
                     bar.update()

@@ -232,6 +232,19 @@ class AudioEncoder(nn.Module):
 # The UNet
 # ----------------------------------------------------------------------------------------------------
 
+# The null audio condition of audio dropout (training) and audio guidance (sampling): the mel window of silence.
+# The mel front end (lipsync.media.audio) clips every window to [-4, 4]; digital silence is -4 in every bin.
+# Silence, not zeros: it is an input every model already sees in real pauses, so guidance runs on any model
+# (the paper's too), and "without the audio" reads as "a closed, resting mouth" that the guided sample is
+# pushed away from, towards the speech.
+NULL_AUDIO_VALUE = -4.0
+
+
+def null_audio(n: int, device=None, dtype=None) -> torch.Tensor:
+    """(n, 80, 16) mel windows of silence: the null condition of audio dropout and audio guidance."""
+    return torch.full((n, 80, 16), NULL_AUDIO_VALUE, device=device, dtype=dtype)
+
+
 
 class Diff2LipUNetModel(ModelMixin, ConfigMixin):
     """Diff2Lip's UNet: predicts noise (and variance logits) for the lower half of a face crop.
@@ -271,8 +284,12 @@ class Diff2LipUNetModel(ModelMixin, ConfigMixin):
         audio_out_channels: int = 128,
         audio_time_embed_dim: int = 32,
         audio_down_strides: Sequence[Sequence[int]] = ((2, 1), (2, 1), (2, 2)),
+        audio_dropout: float = 0.0,
     ):
         super().__init__()
+        # audio_dropout: the fraction of training samples whose audio was replaced by null_audio (recorded by the
+        # trainer; the network ignores it). Above 0, audio guidance (Diff2LipPipeline audio_guidance_scale) has
+        # a null condition the model was trained on.
         if not resblock_updown:
             raise ValueError("only resblock_updown=True (Diff2Lip's setting) is implemented")
         time_embed_dim = model_channels * 4

@@ -66,6 +66,7 @@ class TrainConfig:
     lpips_heads: Optional[str] = None
     sync_expert: Optional[str] = None
     l2_weighting: str = "none"  # "none": the paper's plain L2 on x̂0; "snr": weighted by min(1, SNR_t)
+    audio_dropout: float = 0.0  # fraction of samples trained with the null audio (for audio guidance)
 
     def model_overrides(self) -> Dict[str, Any]:
         """The model sizes given explicitly."""
@@ -82,6 +83,8 @@ def check_config(cfg: TrainConfig) -> None:
 
     if cfg.l2_weighting not in L2_WEIGHTINGS:
         raise TrainingError(f"--l2-weighting must be one of {', '.join(L2_WEIGHTINGS)}, got {cfg.l2_weighting!r}")
+    if not 0 <= cfg.audio_dropout < 1:
+        raise TrainingError(f"--audio-dropout must be in [0, 1), got {cfg.audio_dropout}")
     if not 0 <= cfg.ema_decay < 1:
         raise TrainingError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
     if cfg.image_size is not None and (cfg.image_size < 32 or cfg.image_size % 16):

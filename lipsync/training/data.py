@@ -281,7 +281,6 @@ class Diff2LipDataset(torch.utils.data.Dataset):
         ref = self.reference_index(i)
         faces = self._to_tensor(arrays.faces[start:start + k])  # (k, 3, S, S)
         reference = self._to_tensor(arrays.faces[ref:ref + 1])[0]  # (3, S, S)
-        columns = arrays.mel.shape[1]
         starts = self._mel_starts(clip, arrays)[start:start + k]  # (k,) first mel column of each frame's window
         cols = starts[:, None] + np.arange(SYNC_COLUMNS)[None, :]
         mels = np.ascontiguousarray(np.asarray(arrays.mel)[:, cols].transpose(1, 0, 2), np.float32)  # (k, 80, 16)

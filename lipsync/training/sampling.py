@@ -128,3 +128,23 @@ def draw_noise(seed: int, indices, step: int, num_frames: int, image_size: int, 
         noises.append(torch.randn((num_frames, channels, image_size, image_size), generator=gen))
         conds.append(torch.randn((num_frames, channels, image_size, image_size), generator=gen))
     return torch.cat(ts), torch.cat(noises), torch.cat(conds)
+
+
+def audio_dropout_rows(seed: int, indices, step: int, p: float) -> torch.Tensor:
+    """(B,) bool: the samples of the batch trained with the null audio, each with probability ``p``, drawn from
+    its own stream of ``(seed, g, step)`` (independent of the noise; the same on resume and on any process)."""
+    if p <= 0:
+        return torch.zeros(len(indices), dtype=torch.bool)
+    draws = [np.random.default_rng([int(seed), 0xA0D10, int(g), int(step) & 0xFFFFFFFF]).random() for g in indices]
+    return torch.tensor(draws) < p
+
+
+def apply_audio_dropout(mels: torch.Tensor, seed: int, indices, step: int, p: float) -> torch.Tensor:
+    """Audio dropout: the mel windows (B, F, 80, 16) with those of the samples :func:`audio_dropout_rows` picks
+    replaced by the null audio (the mel of silence, ``lipsync.model.unet.NULL_AUDIO_VALUE``)."""
+    if p <= 0:
+        return mels
+    from lipsync.model.unet import NULL_AUDIO_VALUE
+
+    drop = audio_dropout_rows(seed, indices, step, p).to(mels.device)[:, None, None, None]
+    return torch.where(drop, torch.full_like(mels, NULL_AUDIO_VALUE), mels)

@@ -52,7 +52,14 @@ from lipsync.training.config import (
 )
 from lipsync.training.ema import EMA
 from lipsync.training.reporting import CSVLog, Progress, TensorBoardLog, image_grid, save_png, to_uint8_hwc
-from lipsync.training.sampling import BatchLayout, GlobalOrder, IndexedDataset, StepBatchSampler, draw_noise
+from lipsync.training.sampling import (
+    BatchLayout,
+    GlobalOrder,
+    IndexedDataset,
+    StepBatchSampler,
+    apply_audio_dropout,
+    draw_noise,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -147,10 +154,13 @@ class Trainer:
                 raise TrainingError(f"--resume: the checkpoint's model has {found}, not {mismatched}; resume with the "
                                     "run's original model flags")
             return config, None, f"resumed from {resume_from}"
+        recorded = {"audio_dropout": float(cfg.audio_dropout)}  # in the saved config: the app offers guidance
         if cfg.init:
             base, weights = load_init_source(cfg.init)
-            return merge_model_config(base, cfg.model_overrides()), weights, f"initialised from {cfg.init}"
-        return merge_model_config(paper_unet_config(), cfg.model_overrides()), None, "initialised at random"
+            return ({**merge_model_config(base, cfg.model_overrides()), **recorded}, weights,
+                    f"initialised from {cfg.init}")
+        return ({**merge_model_config(paper_unet_config(), cfg.model_overrides()), **recorded}, None,
+                "initialised at random")
 
     # -- the run ----------------------------------------------------------------------------------------
     def run(self) -> Path:
@@ -373,7 +383,9 @@ class Trainer:
         b, f, c, s, _ = faces.shape
         x0 = faces.reshape(b * f, c, s, s)
         reference = batch["reference"].to(device).float()[:, None].expand(-1, f, -1, -1, -1).reshape(b * f, c, s, s)
-        mels = batch["mels"].to(device).float().reshape(b * f, *batch["mels"].shape[2:])
+        mels = apply_audio_dropout(batch["mels"].to(device).float(), self.config.seed, batch["index"].tolist(), step,
+                                   self.config.audio_dropout)  # (B, 5, 80, 16): some samples silenced
+        mels = mels.reshape(b * f, *mels.shape[2:])
         t, noise, cond_noise = draw_noise(self.config.seed, batch["index"].tolist(), step, f, s,
                                           self.schedule.num_timesteps, c)
         t, noise, cond_noise = t.to(device), noise.to(device), cond_noise.to(device)
