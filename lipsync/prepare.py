@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fraction of CLIPS held out for validation (default 0.05; 0: none, 1: all)")
     split.add_argument("--val-clips", nargs="+", default=(), metavar="ID",
                        help="clip ids (or patterns such as 'id00017/*') held out for validation")
+    p.add_argument("--faces", choices=("raw", "jpeg"), default="raw",
+                   help="how face crops are stored: raw (uncompressed .npy, the default) or jpeg (about 8x smaller, "
+                        "decoded by the training loader; for moving datasets to another machine)")
+    p.add_argument("--jpeg-quality", type=int, default=92, help="JPEG quality of --faces jpeg (90..100, default 92)")
     p.add_argument("--chunk-frames", type=int, default=32, help="frames decoded at a time (memory)")
     p.add_argument("--limit", type=int, default=None, help="prepare only the first N clips (sorted by id)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -54,7 +58,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.device = default_device()
     device = args.device
     settings = PrepSettings(detector=args.detector.strip().lower(), pads=tuple(args.pads),
-                            chunk_frames=max(1, args.chunk_frames), device=device)
+                            chunk_frames=max(1, args.chunk_frames), device=device,
+                            faces=args.faces, jpeg_quality=args.jpeg_quality)
     try:
         report = prepare_dataset(args.videos, args.output, settings, root=args.root, workers=args.workers,
                                  val_fraction=args.val_fraction if not args.val_clips else 0.0,

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=500, help="resumable checkpoint every N steps")
     p.add_argument("--log-every", type=int, default=20, help="log.csv and progress every N steps")
     p.add_argument("--val-pairs", type=int, default=512, help="held-out windows scored (each in and off sync)")
+    p.add_argument("--same-clip-negatives", type=float, default=0.9, metavar="F",
+                   help="fraction of off-sync pairs taken from the same clip, at least 5 frames away (default 0.9; "
+                        "the rest use other clips' audio)")
     p.add_argument("--no-augment", action="store_true", help="no flips or brightness changes of the faces")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -57,7 +60,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           lr=args.lr, max_steps=args.max_steps, max_minutes=args.max_minutes,
                           validate_every=args.validate_every, checkpoint_every=args.checkpoint_every,
                           log_every=args.log_every, val_pairs=args.val_pairs, seed=args.seed, threads=args.threads,
-                          cpu=args.cpu, augment=not args.no_augment, progress=not args.no_progress)
+                          cpu=args.cpu, augment=not args.no_augment,
+                          same_clip_negatives=args.same_clip_negatives, progress=not args.no_progress)
     try:
         output = ExpertTrainer(config).run()
     except LipSyncError as exc:

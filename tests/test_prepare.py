@@ -242,3 +242,30 @@ def test_clear_errors(tmp_path, capsys, videos):
     (empty / "manifest.json").write_text(json.dumps({"format": "diff2lip-dataset", "clips": []}))
     with pytest.raises(DatasetError, match="no clips with 5 consecutive face frames in split 'train'"):
         Diff2LipDataset(empty)
+
+
+def test_jpeg_shards_give_the_raw_samples_within_jpeg_error_and_are_much_smaller(videos, dataset, tmp_path, capsys):
+    """prepare --faces jpeg: the same samples as the raw shards (faces within JPEG error, the rest identical), the
+    face members at least 6x smaller; resuming a raw dataset as jpeg is refused."""
+    raw_root, _ = dataset
+    jpeg_root = tmp_path / "jpeg"
+    prepare.prepare_dataset(videos, jpeg_root, prepare.PrepSettings(detector="opencv", faces="jpeg", jpeg_quality=95),
+                            workers=1, val_clips=["speaker/gap"], progress=False)
+    raw, jpeg = Diff2LipDataset(raw_root, "train", seed=0), Diff2LipDataset(jpeg_root, "train", seed=0)
+    assert len(raw) == len(jpeg) > 0
+    for i in range(0, len(raw), 5):
+        a, b = raw[i], jpeg[i]
+        for key in ("mels", "sync_mel", "audio"):
+            assert torch.equal(a[key], b[key]), key
+        mse = float(((a["faces"] - b["faces"]) ** 2).mean()) / 4  # [-1, 1] -> [0, 1]
+        assert 10 * np.log10(1 / mse) > 35, i  # JPEG q95 of 128 px crops
+        assert float((a["faces"] - b["faces"]).abs().max()) < 0.5
+    record = records(jpeg_root)["speaker/clip"]
+    arrays = open_clip(jpeg_root, record)
+    assert len(arrays.faces) == FRAMES and arrays.faces.shape == (FRAMES, 128, 128, 3)
+    assert np.asarray(arrays.faces).shape == (FRAMES, 128, 128, 3) and arrays.faces[3].shape == (128, 128, 3)
+    raw_bytes = np.asarray(open_clip(raw_root, records(raw_root)["speaker/clip"]).faces).nbytes
+    assert raw_bytes / len(arrays.faces.data) >= 6, raw_bytes / len(arrays.faces.data)
+    assert prepare_main(["--videos", str(videos), "--output", str(raw_root), "--detector", "opencv",
+                         "--faces", "jpeg", "--no-progress"]) == 2
+    assert "--faces" in capsys.readouterr().err

@@ -59,7 +59,8 @@ class ClipArrays:
     """The arrays of one prepared clip, memory-mapped from its shard.
 
     Attributes:
-        faces (N, 128, 128, 3) uint8 RGB; boxes (N, 4) int64; valid, found (N,) bool; audio (S,) float32 16 kHz;
+        faces (N, 128, 128, 3) uint8 RGB (a :class:`lipsync.training.jpeg_faces.JpegFaces` that decodes on access
+        for shards prepared with ``--faces jpeg``); boxes (N, 4) int64; valid, found (N,) bool; audio (S,) float32 16 kHz;
         mel (80, T) float32; record: the clip's manifest entry; fps: Fraction.
     """
 
@@ -75,12 +76,18 @@ class ClipArrays:
             raise DatasetError(f"the shard {self.shard} cannot be read ({exc}); delete it and its clip from "
                                "manifest.json, or run python -m lipsync.prepare again into a new folder") from exc
         arrays = {}
-        for name in ("faces", "boxes", "valid", "found", "audio", "mel"):
+        jpeg = record.get("faces_format") == "jpeg"  # python -m lipsync.prepare --faces jpeg
+        names = ("faces_jpeg", "faces_jpeg_offsets") if jpeg else ("faces",)
+        for name in (*names, "boxes", "valid", "found", "audio", "mel"):
             member = members.get(f"{key}.{name}.npy")
             if member is None:
                 raise DatasetError(f"the shard {self.shard} has no {key}.{name}.npy; it is not a complete "
                                    "lipsync.prepare shard; run python -m lipsync.prepare again into a new folder")
             arrays[name] = _npy_view(self.shard, member.offset_data)
+        if jpeg:
+            from lipsync.training.jpeg_faces import JpegFaces
+
+            arrays["faces"] = JpegFaces(arrays["faces_jpeg"], arrays["faces_jpeg_offsets"])
         self.faces, self.boxes = arrays["faces"], arrays["boxes"]
         self.valid, self.found = arrays["valid"], arrays["found"]
         self.audio, self.mel = arrays["audio"], arrays["mel"]

@@ -57,6 +57,8 @@ FORMAT = "diff2lip-dataset"
 VERSION = 1
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv")
 MEMBERS = ("faces", "boxes", "valid", "found", "audio", "mel")  # the .npy members of a shard, in order
+JPEG_MEMBERS = ("faces_jpeg", "faces_jpeg_offsets") + MEMBERS[1:]  # with --faces jpeg (lipsync.training.jpeg_faces)
+FACE_FORMATS = ("raw", "jpeg")
 JOURNAL = "progress.jsonl"
 MANIFEST_EVERY_S = 30.0  # how often a run rewrites manifest.json (the journal records every clip at once)
 
@@ -81,6 +83,8 @@ class PrepSettings:
     pads: Tuple[int, int, int, int] = (0, 0, 0, 0)
     chunk_frames: int = 32
     device: str = "cpu"
+    faces: str = "raw"  # "jpeg": the crops stored as JPEG (about 8x smaller), decoded by the loader
+    jpeg_quality: int = 92
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -272,6 +276,11 @@ def prepare_clip(task: ClipTask, settings: PrepSettings, shard_dir: str | Path) 
     }
     arrays = {"faces": faces, "boxes": np.asarray(boxes, np.int64), "valid": valid, "found": found,
               "audio": wav, "mel": mel}
+    if settings.faces == "jpeg":
+        from lipsync.training.jpeg_faces import encode_faces
+
+        arrays["faces_jpeg"], arrays["faces_jpeg_offsets"] = encode_faces(arrays.pop("faces"), settings.jpeg_quality)
+        record["faces_format"], record["jpeg_quality"] = "jpeg", int(settings.jpeg_quality)
     write_shard(Path(shard_dir) / f"{key}.tar", key, record, arrays)
     return {"status": "done", "record": record}
 
@@ -282,7 +291,7 @@ def write_shard(path: Path, key: str, record: dict, arrays: Dict[str, np.ndarray
     try:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
             _add_member(tar, f"{key}.json", json.dumps(record, indent=1).encode("utf-8"))
-            for name in MEMBERS:
+            for name in (JPEG_MEMBERS if "faces_jpeg" in arrays else MEMBERS):
                 buffer = io.BytesIO()
                 np.save(buffer, np.ascontiguousarray(arrays[name]), allow_pickle=False)
                 _add_member(tar, f"{key}.{name}.npy", buffer.getbuffer())
@@ -311,6 +320,7 @@ def _empty_manifest(settings: PrepSettings) -> dict:
         "face_size": FACE_SIZE,
         "detector": settings.detector,
         "pads": list(settings.pads),
+        "faces": settings.faces,
         "audio": dataclasses.asdict(audio_io.DEFAULT_AUDIO),
         "split": {},
         "clips": [],
@@ -365,6 +375,9 @@ def _open_output(output: Path, settings: PrepSettings) -> dict:
             f"{output} was prepared with --detector {manifest.get('detector')} and pads {manifest.get('pads')}; "
             f"this run asks for --detector {settings.detector} and pads {list(settings.pads)}. Use the same settings "
             "to resume, or another --output folder")
+    if manifest.get("faces", "raw") != settings.faces:
+        raise DatasetPrepError(f"{output} stores its faces as {manifest.get('faces', 'raw')}, this run asks for "
+                               f"--faces {settings.faces}; use the same --faces to resume, or another --output folder")
     # keep only clips whose shard really exists
     manifest["clips"] = [c for c in manifest["clips"] if (output / c["shard"]).is_file()]
     return manifest
@@ -482,6 +495,11 @@ def prepare_dataset(videos, output, settings: Optional[PrepSettings] = None, roo
                                f"{', '.join(DETECTORS)}")
     if not 0.0 <= float(val_fraction) <= 1.0:
         raise DatasetPrepError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    from lipsync.training.jpeg_faces import MIN_QUALITY
+
+    if settings.faces not in FACE_FORMATS or not MIN_QUALITY <= int(settings.jpeg_quality) <= 100:
+        raise DatasetPrepError(f"--faces must be one of {', '.join(FACE_FORMATS)} and --jpeg-quality "
+                               f"{MIN_QUALITY}..100; got {settings.faces!r} and {settings.jpeg_quality}")
     tasks = list_clips(videos, root)[: limit if limit else None]
     output = Path(output).expanduser().absolute()
     manifest = _open_output(output, settings)

@@ -3,7 +3,9 @@
 Wav2Lip's recipe: a pair is the lower halves of 5 consecutive face crops and one 0.2 s mel segment (16 columns).
 Positive: the segment those 5 frames start (``sync_column``). Negative: the segment of a window of the same clip
 at least ``min_offset`` frames away (the same voice and room, only the timing is wrong), or of another clip.
-Clips are never split: a dataset's "val" split (or another dataset) holds the validation clips.
+Most negatives come from the same clip: with other clips' audio a network can tell pairs apart by who speaks
+(voice against face) instead of by timing, which does not carry over to new people. Clips are never split: a
+dataset's "val" split (or another dataset) holds the validation clips.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class SyncPairs(torch.utils.data.Dataset):
     """
 
     def __init__(self, root, split: str = "train", seed: int = 0, augment: bool = False,
-                 same_clip_negatives: float = 0.5):
+                 same_clip_negatives: float = 0.9):
         self.root = Path(root)
         self.split = split
         self.seed = int(seed)

@@ -58,6 +58,7 @@ class ExpertConfig:
     threads: Optional[int] = None
     cpu: bool = False
     augment: bool = True
+    same_clip_negatives: float = 0.9  # off-sync pairs from the same clip (timing only); the rest other clips
     progress: bool = True
 
 
@@ -113,7 +114,8 @@ class ExpertTrainer:
 
     def _datasets(self):
         cfg = self.config
-        train = SyncPairs(cfg.data, "train", seed=cfg.seed, augment=cfg.augment)
+        train = SyncPairs(cfg.data, "train", seed=cfg.seed, augment=cfg.augment,
+                          same_clip_negatives=cfg.same_clip_negatives)
         val_root = cfg.val_data or cfg.data
         try:
             val = SyncPairs(val_root, "val", seed=cfg.seed + 1)
