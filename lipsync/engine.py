@@ -130,6 +130,15 @@ class LipSyncEngine:
                 self._wav2lip = {key: load_wav2lip(key, device=self.device)}  # keep one in memory
             return self._wav2lip[key]
 
+    def trained_with_audio_dropout(self) -> bool:
+        """Whether the model was trained with audio dropout (its config says so), i.e. audio guidance applies.
+        Reads the saved config when the model is not loaded yet (loads nothing)."""
+        if self.pipeline_loaded:
+            return float(getattr(self.pipeline.unet.config, "audio_dropout", 0.0) or 0.0) > 0
+        from lipsync.model.loading import saved_unet_config
+
+        return float(saved_unet_config(self.checkpoint).get("audio_dropout", 0.0) or 0.0) > 0
+
     def sync_scorer(self, checkpoint: Optional[str] = None, expert: Optional[str] = None):
         """A ``SyncScorer`` over SyncNet v2 (``load_syncnet(checkpoint, device=...)``), loaded once per checkpoint;
         with ``expert`` (a folder of ``python -m lipsync.train_syncnet``), an own-expert scorer instead."""

@@ -142,3 +142,25 @@ def test_the_trainer_feeds_the_null_audio_and_records_the_dropout(tmp_path, monk
     silenced = torch.cat([(m == NULL_AUDIO_VALUE).flatten(1).all(dim=1) for m in seen])
     assert 0 < silenced.float().mean() < 1  # some samples, not all, trained with silence
     assert json.loads((final / "unet" / "config.json").read_text())["audio_dropout"] == 0.5
+
+
+def test_the_app_shows_the_guidance_slider_only_for_models_trained_with_audio_dropout(tmp_path):
+    from lipsync.app import layout
+    from lipsync.app.handlers import Handlers
+    from lipsync.engine import LipSyncEngine
+
+    plain, dropped = tmp_path / "plain", tmp_path / "dropped"
+    small_pipeline().save_pretrained(plain)
+    pipe = small_pipeline()
+    pipe.unet.register_to_config(audio_dropout=0.2)
+    pipe.save_pretrained(dropped)
+    shown = {}
+    for name, folder in (("plain", plain), ("dropped", dropped)):
+        engine = LipSyncEngine(checkpoint=folder, device="cpu", detector="opencv")
+        demo = layout.build_demo(engine, default_detector="opencv")
+        slider = [c for c in demo.config["components"] if c["props"].get("elem_id") == "audio-guidance"][0]
+        shown[name] = slider["props"]["visible"]
+        assert not engine.pipeline_loaded  # read from the saved config, nothing loaded
+    assert shown == {"plain": False, "dropped": True}
+    options = Handlers(LipSyncEngine(checkpoint=dropped), max_seconds=30).make_options(audio_guidance=1.5)
+    assert options.audio_guidance == 1.5

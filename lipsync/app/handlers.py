@@ -198,7 +198,7 @@ class Handlers:
     def make_options(self, *, preset=None, steps=25, reference_frame=None, seed=7, scheduler="ddim", batch_size=8,
                      paste="mouth", length_policy="pingpong", pads="0,0,0,0", audio_offset=0, detector="s3fd",
                      compare_wav2lip=False, wav2lip_video=None, score=False, mouth_zoom=False,
-                     compile_model=False) -> JobOptions:
+                     compile_model=False, audio_guidance=1.0) -> JobOptions:
         """JobOptions from control values (``preset`` None or "custom": ``steps`` and ``scheduler`` apply)."""
         options = JobOptions(
             preset=None if preset in (None, "", CUSTOM) else preset, num_inference_steps=int(steps or 25),
@@ -208,7 +208,7 @@ class Handlers:
             side_by_side=True, max_seconds=self.max_seconds, compare_wav2lip=bool(compare_wav2lip),
             wav2lip_checkpoint=self.wav2lip_checkpoint, wav2lip_video=wav2lip_video or None, score=bool(score),
             syncnet_checkpoint=self.syncnet_checkpoint, sync_expert=self.sync_expert, mouth_zoom=bool(mouth_zoom),
-            compile=bool(compile_model))
+            compile=bool(compile_model), audio_guidance=float(audio_guidance or 1.0))
         try:
             options.validate()
         except ValueError as exc:
@@ -350,7 +350,8 @@ class Handlers:
 
     def on_run(self, video, photo, audio, own_reference, reference_frame, preset, steps, scheduler, seed,
                batch_size, paste, length_policy, pads, audio_offset, detector, compare_wav2lip, wav2lip_video,
-               score, mouth_zoom, compile_model, request: gr.Request, progress=gr.Progress()):
+               score, mouth_zoom, compile_model, audio_guidance=1.0, request: gr.Request = None,
+               progress=gr.Progress()):
         """Generate from the page. Returns (status, side by side, result, download, report table, scores,
         report JSON, result tab, face note, speech note)."""
         skip = gr.update()
@@ -367,7 +368,7 @@ class Handlers:
             scheduler=scheduler, batch_size=batch_size, paste=paste, length_policy=length_policy, pads=pads,
             audio_offset=audio_offset, detector=detector, compare_wav2lip=compare_wav2lip,
             wav2lip_video=wav2lip_video if compare_wav2lip else None, score=score, mouth_zoom=mouth_zoom,
-            compile_model=compile_model)
+            compile_model=compile_model, audio_guidance=audio_guidance)
         face = video or photo
         try:
             report, data = self.lipsync(face, audio, options, progress, request.session_hash or "")

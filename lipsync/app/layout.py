@@ -157,6 +157,10 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
                                            info="s3fd: accurate; opencv: quick")
                     compile_model = gr.Checkbox(False, label="Compile the model",
                                                 info="faster jobs after a one-time warm-up of several minutes")
+                    audio_guidance = gr.Slider(1.0, 3.0, value=1.0, step=0.1, label="Audio guidance",
+                                               elem_id="audio-guidance", visible=engine.trained_with_audio_dropout(),
+                                               info="above 1: the mouth follows the speech more strongly (twice "
+                                                    "the model calls); 1: the paper's sampler")
                 with gr.Row():
                     preview_button = gr.Button("Preview first frame", elem_id="preview-first", scale=2)
                     run_button = gr.Button("Generate", variant="primary", elem_id="run", scale=2)
@@ -246,7 +250,8 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
         preview_button.click(h.on_preview_first, job_inputs, [first_frame, result_tabs], concurrency_id="model",
                              **private)
         run_event = run_button.click(
-            h.on_run, [*job_inputs, compare_wav2lip, wav2lip_video, score, mouth_zoom, compile_model],
+            h.on_run,
+            [*job_inputs, compare_wav2lip, wav2lip_video, score, mouth_zoom, compile_model, audio_guidance],
             [status, side_by_side, result, download, report_md, scores, report_json, result_tabs, face_message,
              speech_message], concurrency_id="model", show_progress_on=[status], js=SCROLL_TO_RESULTS_JS, **private)
         run_event.then(h.on_info, info_inputs, info, show_progress="hidden", **private)

@@ -115,6 +115,24 @@ def _paper_checkpoint(download: bool = True) -> Optional[Path]:
                            f"--checkpoint PATH, or set {CHECKPOINT_ENV}=PATH.")
 
 
+def saved_unet_config(source: Optional[Union[str, os.PathLike]] = None) -> dict:
+    """The UNet config of a saved model folder (a pipeline folder, a UNet folder or a training checkpoint), read
+    without loading any weights; {} for original checkpoints, Hub repos and the paper default (no audio dropout)."""
+    import json
+
+    source = source if source is not None else os.environ.get(CHECKPOINT_ENV)
+    if source is None or not Path(source).expanduser().is_dir():
+        return {}
+    folder = Path(source).expanduser()
+    for config in (folder / "unet" / "config.json", folder / "ema" / "config.json", folder / "config.json"):
+        if config.is_file():
+            try:
+                return json.loads(config.read_text())
+            except (OSError, ValueError):
+                return {}
+    return {}
+
+
 def check_weights(source: Optional[Union[str, os.PathLike]] = None) -> None:
     """Raise ``WeightsUnavailableError`` within seconds when ``load_pipeline(source)`` cannot get its weights.
 
