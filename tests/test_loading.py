@@ -62,16 +62,31 @@ def test_cpu_runs_in_float32_even_when_asked_for_half(tmp_path):
     assert load_pipeline(tmp_path, device="cpu", dtype="fp16").unet.dtype == torch.float32
 
 
-def test_default_precision_is_bf16_where_the_cpu_runs_it_fast(tmp_path):
-    from lipsync.model.acceleration import fast_bf16_cpu
+def test_default_precision_is_bf16_only_where_measured_faster(tmp_path, monkeypatch, caplog):
+    """--dtype auto on a CPU: bf16 only when the timing says it is faster (AMX), fp32 where bf16 instructions exist
+    but are not faster (AVX512-BF16 alone: 0.96-0.98x); the log says which path runs and why."""
+    import logging
+
+    from lipsync.model import acceleration
 
     small_pipeline().save_pretrained(tmp_path)
-    pipe = load_pipeline(tmp_path, device="cpu")
-    if fast_bf16_cpu():  # AMX / AVX512-BF16: bf16 with channels_last conv weights
-        assert pipe.unet.dtype == torch.bfloat16
-        assert pipe.unet.out[2].weight.is_contiguous(memory_format=torch.channels_last)
-    else:
-        assert pipe.unet.dtype == torch.float32
+    monkeypatch.setattr(acceleration, "fast_bf16_cpu", lambda: True)
+    for measured, expected in ((2.1, torch.bfloat16), (0.97, torch.float32)):
+        monkeypatch.setattr(acceleration, "_time_unet",
+                            lambda unet, dtype, m=measured: 1.0 if dtype == torch.float32 else 1 / m)
+        monkeypatch.setattr(acceleration, "_speedups", {})
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / f"cache{measured}"))
+        with caplog.at_level(logging.INFO, logger="lipsync.model.acceleration"):
+            pipe = load_pipeline(tmp_path, device="cpu")
+        assert pipe.unet.dtype == expected
+        assert f"{measured:.2f}x" in caplog.text
+        if expected == torch.bfloat16:
+            assert pipe.unet.out[2].weight.is_contiguous(memory_format=torch.channels_last)
+        # the measurement is cached on disk: a new process reads it back instead of timing again
+        cached = json.loads((tmp_path / f"cache{measured}" / "lipsync" / "cpu_bf16.json").read_text())
+        assert list(cached.values()) == [measured]
+    monkeypatch.setattr(acceleration, "fast_bf16_cpu", lambda: False)
+    assert acceleration.default_dtype("cpu") == torch.float32  # no bf16 instructions: nothing to time
     assert load_pipeline(tmp_path, device="cpu", dtype="fp32").unet.dtype == torch.float32
 
 

@@ -1,8 +1,11 @@
 """Fast paths for the UNet: precision choice, memory layout, and ``torch.compile`` (cached).
 
-* ``fast_bf16_cpu()``: whether this CPU runs bf16 natively (AMX or AVX512-BF16), detected at run time.
-* ``default_dtype(device)``: bf16 where it is fast (such CPUs, GPUs with bf16), else fp16 on older GPUs
-  and fp32 on other CPUs. fp32 stays the paper-exact reference path.
+* ``fast_bf16_cpu()``: whether this CPU has bf16 instructions (AMX or AVX512-BF16), detected at run time.
+* ``cpu_bf16_speedup(unet)``: how much faster the model runs in bf16 than in fp32 on this CPU, timed once on a
+  batch of 2 and cached per CPU model, torch version, thread count and model size.
+* ``default_dtype(device)``: bf16 on GPUs with bf16 and on CPUs where it is measured faster (AMX: about 2x;
+  AVX512-BF16 without AMX is not faster), else fp16 on older GPUs and fp32 on CPUs. The log says which and why.
+  fp32 stays the paper-exact reference path.
 * ``prepare_unet(unet)``: channels_last weights for bf16 on the CPU, so oneDNN reads them in its layout.
 * ``compile_pipeline(pipe)``: ``torch.compile`` of the UNet (inductor, with freezing on the CPU: weights
   are constant-folded and prepacked once). Compiling happens on the first call; later jobs in the same
@@ -43,11 +46,130 @@ def fast_bf16_cpu() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def default_dtype(device: str) -> torch.dtype:
-    """bf16 on GPUs that support it and on CPUs with AMX/AVX512-BF16; fp16 on other GPUs; fp32 otherwise."""
+BF16_MIN_SPEEDUP = 1.2  # bf16 is chosen on a CPU only when measured at least this much faster than fp32
+_speedups: dict = {}  # this process's measurement per thread count
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _time_convs(dtype: torch.dtype, repeats: int = 3) -> float:
+    """Best-of-``repeats`` seconds of a small stack like the UNet's residual blocks (3x3 convs, GroupNorm, SiLU)."""
+    import time
+
+    torch.manual_seed(0)
+    layers = torch.nn.Sequential(*[m for _ in range(3) for m in (torch.nn.Conv2d(128, 128, 3, padding=1),
+                                                                  torch.nn.GroupNorm(32, 128), torch.nn.SiLU())])
+    x = torch.randn(8, 128, 32, 32)
+    layers, x = layers.to(dtype), x.to(dtype)
+    if dtype == torch.bfloat16:
+        layers, x = layers.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    best = float("inf")
+    with torch.no_grad():
+        layers(x)  # warm-up: oneDNN picks and caches its kernels
+        for _ in range(repeats):
+            start = time.perf_counter()
+            layers(x)
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _time_unet(unet, dtype: torch.dtype, repeats: int = 2) -> float:
+    """Best-of-``repeats`` seconds of one forward of a copy of ``unet`` in ``dtype`` on a batch of 2 frames."""
+    import copy
+    import time
+
+    model = copy.deepcopy(unet).to(dtype).eval()
+    prepare_unet(model)
+    size = int(getattr(unet.config, "image_size", 128))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, size, size, generator=g).to(dtype)
+    mask = torch.ones(2, 1, size, size, dtype=dtype)
+    audio = torch.randn(2, 80, 16, generator=g)
+    best = float("inf")
+    with torch.no_grad():
+        for i in range(repeats + 1):  # the first call is a warm-up (oneDNN picks its kernels)
+            start = time.perf_counter()
+            model(x, torch.full((2,), 500), cond_image=x, mask=mask, reference=x, audio=audio)
+            if i:
+                best = min(best, time.perf_counter() - start)
+    return best
+
+
+def cpu_bf16_speedup(unet=None, refresh: bool = False) -> float:
+    """fp32 time / bf16 time of ``unet`` on this CPU (of a small convolution stack without a model); 0 without
+    bf16 instructions.
+
+    Measured once and cached in ``~/.cache/lipsync/cpu_bf16.json`` per CPU model, torch version, thread count and
+    model size, so later processes read it back. Bf16 instructions alone do not make bf16 faster: on a CPU with
+    AVX512-BF16 but no AMX, a small model ran at half its fp32 speed (element-wise work converts back and forth).
+    """
+    if not fast_bf16_cpu():
+        return 0.0
+    import json
+
+    model = "conv stack"
+    if unet is not None:
+        config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_") and k != "audio_dropout"}
+        model = json.dumps(config, sort_keys=True, default=str)
+    key = f"{_cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads | {model}"
+    if key in _speedups and not refresh:
+        return _speedups[key]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lipsync" / "cpu_bf16.json"
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known and not refresh:
+        _speedups[key] = float(known[key])
+        return _speedups[key]
+    if unet is not None:
+        logger.info("timing the model in fp32 and bf16 on this CPU once, to pick the faster (cached)")
+        speedup = _time_unet(unet, torch.float32) / _time_unet(unet, torch.bfloat16)
+    else:
+        speedup = _time_convs(torch.float32) / _time_convs(torch.bfloat16)
+    _speedups[key] = known[key] = round(speedup, 3)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, cache)
+    except OSError:  # a read-only home: measure again next time
+        pass
+    return _speedups[key]
+
+
+_announced: set = set()
+
+
+def default_dtype(device: str, unet=None) -> torch.dtype:
+    """bf16 on GPUs that support it, fp16 on other GPUs; on a CPU bf16 only where ``unet`` (or, without one, a
+    small convolution stack) is measured at least ``BF16_MIN_SPEEDUP`` times faster than in fp32
+    (:func:`cpu_bf16_speedup`), else fp32. Logs the choice once."""
     if str(device).startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if fast_bf16_cpu() else torch.float32
+    speedup = cpu_bf16_speedup(unet)
+    dtype = torch.bfloat16 if speedup >= BF16_MIN_SPEEDUP else torch.float32
+    if not speedup:
+        reason = "fp32 (the paper-exact path): this CPU has no bf16 instructions"
+    elif dtype == torch.bfloat16:
+        reason = f"bf16: measured {speedup:.2f}x faster than fp32 on this CPU (--dtype fp32 for the exact path)"
+    else:
+        reason = (f"fp32 (the paper-exact path): bf16 measured {speedup:.2f}x the fp32 speed on this CPU, "
+                  f"not worth the precision (bf16 is chosen from {BF16_MIN_SPEEDUP}x)")
+    if reason not in _announced:
+        _announced.add(reason)
+        logger.info("precision on the CPU: %s", reason)
+    return dtype
 
 
 def prepare_unet(unet: torch.nn.Module) -> torch.nn.Module:

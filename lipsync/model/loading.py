@@ -37,10 +37,10 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_dtype(device: str, dtype: Union[None, str, torch.dtype]) -> torch.dtype:
-    """The precision to run in. ``None``/"auto": bf16 where it is fast (GPUs with bf16, CPUs with AMX or
-    AVX512-BF16, detected at run time), fp16 on older GPUs, fp32 elsewhere. "fp32" is the paper-exact
-    reference path. fp16 is GPU-only (a CPU falls back to fp32); bf16 runs on both."""
+def resolve_dtype(device: str, dtype: Union[None, str, torch.dtype], unet=None) -> torch.dtype:
+    """The precision to run in. ``None``/"auto": bf16 on GPUs with bf16, fp16 on older GPUs; on a CPU bf16 only
+    where ``unet`` is measured faster in bf16 (``acceleration.default_dtype``), else fp32. "fp32" is the
+    paper-exact reference path. fp16 is GPU-only (a CPU falls back to fp32); bf16 runs on both."""
     from lipsync.model.acceleration import default_dtype
 
     if isinstance(dtype, str):
@@ -51,7 +51,7 @@ def resolve_dtype(device: str, dtype: Union[None, str, torch.dtype]) -> torch.dt
         dtype = names[dtype]
     on_gpu = str(device).startswith("cuda")
     if dtype is None:
-        return default_dtype(device)
+        return default_dtype(device, unet)
     if dtype == torch.float16 and not on_gpu:
         logger.warning("%s is only supported on the GPU; using float32 on %s", dtype, device)
         return torch.float32
@@ -156,7 +156,8 @@ def load_pipeline(source: Optional[Union[str, os.PathLike]] = None, device: Opti
     from lipsync.model.pipeline import Diff2LipPipeline
 
     device = device or default_device()
-    dtype = resolve_dtype(device, dtype)
+    on_cpu_auto = (dtype is None or dtype == "auto") and not str(device).startswith("cuda")
+    dtype = torch.float32 if on_cpu_auto else resolve_dtype(device, dtype)  # CPU + auto: decided once loaded
     if source is None:
         source = os.environ.get(CHECKPOINT_ENV) or None
     if source is None:
@@ -206,6 +207,11 @@ def load_pipeline(source: Optional[Union[str, os.PathLike]] = None, device: Opti
     pipe.unet.eval()
     with quiet_diffusers():  # diffusers warns about "modules to keep in float32: []" on every cast
         pipe = pipe.to(device, dtype)
+    if on_cpu_auto:  # bf16 only where this model is measured faster on this CPU (timed once, cached)
+        dtype = resolve_dtype(device, None, unet=pipe.unet)
+        if dtype != torch.float32:
+            with quiet_diffusers():
+                pipe = pipe.to(device, dtype)
     from lipsync.model.acceleration import prepare_unet
 
     prepare_unet(pipe.unet)  # bf16 on the CPU: channels_last weights
