@@ -97,24 +97,37 @@ def mouth_motion(pairs: list) -> list:
     return rows
 
 
-def baseline(model: Path, clips: list, folder: Path, expert, steps: int) -> dict:
-    """Lip-sync every held-out clip with ``model``, own and other speech, and score the results."""
-    from lipsync.scoring.own_sync import score_video
-
+def generate_baseline(model: Path, clips: list, folder: Path, steps: int, seconds: float) -> list:
+    """Lip-sync the first ``seconds`` of every held-out clip with ``model``, driven by its own speech and by
+    another clip's; returns (clip, kind, speech, output) for each (existing outputs are kept: resumes)."""
     folder.mkdir(parents=True, exist_ok=True)
-    results, motion_pairs = {}, []
+    jobs = []
     for i, clip in enumerate(clips):
         other = clips[(i + 1) % len(clips)]
-        for kind, speech in (("own_speech", clip), ("other_speech", other)):
+        for kind, source in (("own_speech", clip), ("other_speech", other)):
+            speech = folder / f"{source.stem}_{seconds:g}s.wav"
+            if not speech.is_file():
+                run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", source, "-t", seconds, "-vn", "-ac", "1", "-ar",
+                     16000, speech])
             out = folder / f"{clip.stem}__{kind}.mp4"
             if not out.is_file():
                 run([sys.executable, "-m", "lipsync", "--checkpoint", model, "--video", clip, "--audio", speech,
-                     "--output", out, "--detector", "mediapipe", "--steps", steps, "--length-policy", "shortest",
-                     "--dtype", "fp32"])
-            score = score_video(expert, out)  # against its own track: the speech that drove it
-            results.setdefault(clip.name, {})[kind] = {**score.as_dict(), "speech": speech.name}
-            motion_pairs.append((out, out, kind))
-    return {"model": str(model), "steps": steps, "own_expert": results, "mouth_motion": mouth_motion(motion_pairs)}
+                     "--output", out, "--detector", "mediapipe", "--steps", steps, "--length-policy", "shortest"])
+            jobs.append((clip, kind, source, out))
+    return jobs
+
+
+def baseline(model: Path, clips: list, folder: Path, expert, steps: int, seconds: float) -> dict:
+    """Lip-sync the held-out clips with ``model`` (own and other speech) and score the results."""
+    from lipsync.scoring.own_sync import score_video
+
+    results, motion_pairs = {}, []
+    for clip, kind, speech, out in generate_baseline(model, clips, folder, steps, seconds):
+        score = score_video(expert, out)  # against its own track: the speech that drove it
+        results.setdefault(clip.name, {})[kind] = {**score.as_dict(), "speech": speech.name}
+        motion_pairs.append((out, out, kind))
+    return {"model": str(model), "steps": steps, "seconds": seconds, "own_expert": results,
+            "mouth_motion": mouth_motion(motion_pairs)}
 
 
 def curves_png(scores: dict, path: Path) -> None:
@@ -158,6 +171,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--baseline-model", type=Path, default=SHARED / "models" / "small64_h200")
     p.add_argument("--baseline-steps", type=int, default=25)
+    p.add_argument("--baseline-seconds", type=float, default=3.0, help="seconds of each held-out clip lip-synced")
+    p.add_argument("--only-baseline-videos", action="store_true", help="only make the baseline's videos, then stop")
     p.add_argument("--skip-baseline", action="store_true")
     p.add_argument("--docs", type=Path, default=REPO / "docs")
     args = p.parse_args(argv)
@@ -170,6 +185,11 @@ def main(argv=None) -> int:
         if not (links / clip.name).exists():
             (links / clip.name).symlink_to(clip.resolve())
     prepare(links, args.val_data, 1.0)
+
+    if args.only_baseline_videos:
+        generate_baseline(args.baseline_model, pub_clips(args.media), args.output / "baseline", args.baseline_steps,
+                          args.baseline_seconds)
+        return 0
 
     # 2. train
     if not (args.output / "expert.json").is_file():
@@ -194,7 +214,7 @@ def main(argv=None) -> int:
     # 4. the baseline model's lip sync
     if not args.skip_baseline:
         results["baseline"] = baseline(args.baseline_model, clips, args.output / "baseline", expert,
-                                       args.baseline_steps)
+                                       args.baseline_steps, args.baseline_seconds)
     (args.docs / "sync_expert.json").write_text(json.dumps(results, indent=1))
     print(json.dumps({k: results[k] for k in ("held_out_accuracy",)}, indent=1))
     for name, s in results["clips"].items():
