@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--baseline-model", type=Path, default=SHARED / "models" / "small64_h200")
     p.add_argument("--baseline-steps", type=int, default=25)
-    p.add_argument("--baseline-seconds", type=float, default=3.0, help="seconds of each held-out clip lip-synced")
+    p.add_argument("--baseline-seconds", type=float, default=2.0, help="seconds of each held-out clip lip-synced")
     p.add_argument("--only-baseline-videos", action="store_true", help="only make the baseline's videos, then stop")
     p.add_argument("--skip-baseline", action="store_true")
     p.add_argument("--docs", type=Path, default=REPO / "docs")

@@ -533,7 +533,7 @@ class LipSyncEngine:
             faces_interpolated=int((plan.valid & ~plan.found).sum()), faces_refused=int(refused.sum()),
             seconds={k: round(v, 3) for k, v in timer.seconds.items() if k not in OPTIONAL_STAGES or v > 0},
             duration=len(plan.src) / float(fps), boxes=plan.boxes, valid=plan.valid, source_index=plan.src,
-            scores=scores,
+            scores=scores, wall_seconds=round(time.perf_counter() - timer.started, 3),
         )
         logger.info(report.summary())
         return report

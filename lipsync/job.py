@@ -116,8 +116,9 @@ class JobReport:
     faces_interpolated: int
     # frames whose face was found but whose mouth is out of the picture (detectors with landmarks): not lip-synced
     faces_refused: int = 0
-    seconds: Dict[str, float] = field(default_factory=dict)
+    seconds: Dict[str, float] = field(default_factory=dict)  # per stage (overlapping stages: more than the wall time)
     duration: float = 0.0
+    wall_seconds: Optional[float] = None  # the job from start to end
     # per source frame: the face box used (x1, y1, x2, y2) and whether it was lip-synced; per output frame:
     # which source frame it shows (ping-pong/loop timelines)
     boxes: Optional[np.ndarray] = field(default=None, repr=False)
@@ -148,8 +149,11 @@ class JobReport:
         return f"{n} source frames"
 
     def summary(self) -> str:
-        """One line for the CLI: output, length, size, the source timeline and the per-source-frame face counts."""
+        """One line for the CLI: output, length, size, the source timeline, the per-source-frame face counts and the
+        time taken (wall time, and the stage times' sum, which is larger when stages overlap)."""
         total = sum(self.seconds.values())
+        took = (f"{self.wall_seconds:.1f} s (stage times add up to {total:.1f} s: stages overlap)"
+                if self.wall_seconds is not None else f"{total:.1f} s")
         timeline = self.timeline()
         per_source = "per source frame: " if timeline or self.source_frames != self.frames else ""
         return (f"{self.output}: {self.frames} frames at {self.fps:g} fps ({self.duration:.2f} s, "
@@ -157,11 +161,12 @@ class JobReport:
                 + f"; {per_source}faces found in {self.faces_found}, interpolated "
                 f"{self.faces_interpolated}, missing {self.faces_missing}"
                 + (f", refused {self.faces_refused} (mouth out of the picture)" if self.faces_refused else "")
-                + f"; {total:.1f} s")
+                + f"; {took}")
 
     def as_markdown(self) -> str:
         """The report as a two-column Markdown table (the app shows it)."""
         rows = [("frames", self.frames), ("fps", f"{self.fps:g}"), ("duration", f"{self.duration:.2f} s"),
+                *([("time taken", f"{self.wall_seconds:.1f} s")] if self.wall_seconds is not None else []),
                 ("size", f"{self.width}x{self.height}"),
                 ("source frames", self.timeline() or self.source_frames),
                 ("faces found (per source frame)", self.faces_found),

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -53,7 +54,12 @@ def test_real_clip_with_real_audio(engine, media_dir, tmp_path, clip, audio_inde
     out = tmp_path / "out.mp4"
     options = JobOptions(num_inference_steps=1, detector="opencv", length_policy=policy, batch_size=32,
                          chunk_frames=64, side_by_side=(audio_index == 3))
+    started = time.perf_counter()
     report = engine.run(video, audio, out, options)
+    elapsed = time.perf_counter() - started
+    # the summary gives the job's wall time and the stage times' sum (larger when stages overlap)
+    assert 0 < report.wall_seconds <= elapsed
+    assert f"{report.wall_seconds:.1f} s (stage times add up to {sum(report.seconds.values()):.1f} s" in report.summary()
 
     info, src_info = probe_video(out), probe_video(video)
     assert info.fps == src_info.fps  # the source frame rate is kept

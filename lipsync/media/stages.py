@@ -133,6 +133,7 @@ class StageTimer:
 
     def __init__(self, stages: Sequence[str] = ("decode", "detect")):
         self.seconds = {stage: 0.0 for stage in stages}
+        self.started = time.perf_counter()  # wall time of the whole job: stages overlap, so their sum is more
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
