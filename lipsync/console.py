@@ -109,13 +109,15 @@ class PlainProgress:
     """``progress(stage, fraction, message)`` as plain lines ``"   detect:  40% frame 64 of 161"``.
 
     A line is written when a stage starts, each time it passes another tenth (``fraction`` in [0, 1]), and
-    when it reaches 100 %; nothing else, so a log stays short and free of escape codes.
+    when it reaches 100 %; nothing else, so a log stays short and free of escape codes. A stage's start line
+    waits for the next report: a job that fails at once (unreadable audio) prints its one error line only.
     """
 
     def __init__(self, enabled: bool = True, stream: TextIO | None = None):
         self.enabled = enabled
         self.stream = stream
         self._tenths: Dict[str, int] = {}
+        self._pending: str | None = None  # a start line, written when the job goes on
 
     def __call__(self, stage: str, fraction: float, message: str) -> None:
         if not self.enabled:
@@ -126,7 +128,14 @@ class PlainProgress:
             return
         self._tenths[stage] = tenth
         stream = self.stream or sys.stderr
-        stream.write(f"{stage:>9}: {fraction * 100:3.0f}% {message}".rstrip() + "\n")
+        if self._pending is not None:
+            stream.write(self._pending)
+            self._pending = None
+        line = f"{stage:>9}: {fraction * 100:3.0f}% {message}".rstrip() + "\n"
+        if tenth == 0:
+            self._pending = line
+            return
+        stream.write(line)
         stream.flush()
 
     def close(self) -> None:

@@ -203,6 +203,24 @@ def test_sigterm_mid_run_leaves_the_output_folder_empty(cli_job, tmp_path):
     assert _processes_mentioning(str(out_dir)) == []  # no ffmpeg left behind either
 
 
+@pytest.mark.parametrize("audio", ["empty", "short", "silent_video"])
+def test_bad_audio_is_exactly_one_line(cli_job, tmp_path, audio):
+    """Unreadable, too short or missing audio: one ``error:`` line on stderr, no progress line before it."""
+    bad = {"empty": tmp_path / "empty.wav", "short": tmp_path / "short.wav", "silent_video": tmp_path / "mute.mp4"}
+    bad["empty"].write_bytes(b"")
+    run_ffmpeg("-f", "lavfi", "-i", "sine=frequency=220:sample_rate=16000:duration=0.1", str(bad["short"]))
+    run_ffmpeg("-f", "lavfi", "-i", "color=gray:s=64x64:d=1", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+               str(bad["silent_video"]))
+    args = [*cli_job]
+    args[args.index("--audio") + 1] = str(bad[audio])
+    args.remove("--quiet")  # progress lines on: none may come before the error
+    result = subprocess.run([sys.executable, "-m", "lipsync", *args, "--output", str(tmp_path / "out.mp4")],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert not (tmp_path / "out.mp4").exists()
+
+
 @pytest.mark.parametrize("library", ["numpy", "libtorch"])
 def test_ctrl_c_during_start_up_prints_one_line(cli_job, tmp_path, library):
     out_dir = tmp_path / "outputs"
