@@ -27,6 +27,23 @@ def need_shared(path: Path) -> Path:
     return path
 
 
+def prepare_train_clips(tmp_path_factory, clips, *split_args: str) -> Path:
+    """A dataset made by ``python -m lipsync.prepare`` (OpenCV detector) from the shared training clips named
+    ``clips`` (lipnet .mpg stems); ``split_args`` choose the split, e.g. ``"--val-fraction", "1"``."""
+    from lipsync.prepare import main as prepare
+
+    train_dir = need_shared(MEDIA / "train")
+    if not train_dir.is_dir():
+        pytest.skip(f"{train_dir} is absent")
+    videos = tmp_path_factory.mktemp("videos")
+    for clip in clips:
+        (videos / f"{clip}.mpg").symlink_to(train_dir / f"{clip}.mpg")
+    root = tmp_path_factory.mktemp("dataset")
+    assert prepare(["--videos", str(videos), "--output", str(root), "--detector", "opencv", "--workers", "1",
+                    *split_args, "--no-progress"]) == 0
+    return root
+
+
 def run_ffmpeg(*args: str) -> None:
     """Run ffmpeg quietly (overwriting outputs); raise if it fails."""
     import subprocess

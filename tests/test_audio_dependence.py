@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import MEDIA, need_shared, small_unet
+from conftest import prepare_train_clips, small_unet
 
 from lipsync.model.pipeline import Diff2LipPipeline, default_scheduler
 from lipsync.model.unet import Diff2LipUNetModel
@@ -140,18 +140,7 @@ def test_samples_differ_when_the_model_uses_its_audio(frames):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """Two shared clips prepared by python -m lipsync.prepare (OpenCV detector), both in split "val"."""
-    from lipsync.prepare import main as prepare
-
-    train_dir = need_shared(MEDIA / "train")
-    if not train_dir.is_dir():
-        pytest.skip(f"{train_dir} is absent")
-    videos = tmp_path_factory.mktemp("videos")
-    for clip in CLIPS:
-        (videos / f"{clip}.mpg").symlink_to(train_dir / f"{clip}.mpg")
-    root = tmp_path_factory.mktemp("dataset")
-    assert prepare(["--videos", str(videos), "--output", str(root), "--detector", "opencv", "--workers", "1",
-                    "--val-fraction", "1", "--no-progress"]) == 0
-    return root
+    return prepare_train_clips(tmp_path_factory, CLIPS, "--val-fraction", "1")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, need_shared
+from conftest import REPO, prepare_train_clips
 
 TRAIN_CLIP = "train_21_lipnet_bbaf2n"  # 75 frames, 3 s, one speaker
 VAL_CLIP = "train_22_lipnet_brbk7n"
@@ -54,20 +54,7 @@ def train(*args) -> int:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """Two shared clips prepared by python -m lipsync.prepare (OpenCV detector): one train, one val."""
-    from conftest import MEDIA
-
-    from lipsync.prepare import main as prepare
-
-    train_dir = need_shared(MEDIA / "train")
-    if not train_dir.is_dir():
-        pytest.skip(f"{train_dir} is absent")
-    videos = tmp_path_factory.mktemp("videos")
-    for clip in (TRAIN_CLIP, VAL_CLIP):
-        (videos / f"{clip}.mpg").symlink_to(train_dir / f"{clip}.mpg")
-    root = tmp_path_factory.mktemp("dataset")
-    assert prepare(["--videos", str(videos), "--output", str(root), "--detector", "opencv", "--workers", "1",
-                    "--val-clips", VAL_CLIP, "--no-progress"]) == 0
-    return root
+    return prepare_train_clips(tmp_path_factory, (TRAIN_CLIP, VAL_CLIP), "--val-clips", VAL_CLIP)
 
 
 @pytest.fixture(scope="module")
