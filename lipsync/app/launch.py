@@ -14,6 +14,7 @@ import argparse
 import importlib.util
 import logging
 import os
+import sys
 
 from lipsync.app.layout import build_demo
 from lipsync.console import configure_logging
@@ -38,7 +39,9 @@ def on_spaces() -> bool:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Diff2Lip Studio web app")
+    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "app.py"
+    parser = argparse.ArgumentParser(prog="python -m lipsync.app" if invoked == "__main__.py" else invoked,
+                                     description="Diff2Lip Studio web app")
     parser.add_argument("--checkpoint", default=None,
                         help="pipeline folder, original .pt, or Hub repo (default: $LIPSYNC_CHECKPOINT or the paper's)")
     parser.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: GPU if available)")
