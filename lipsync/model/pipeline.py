@@ -74,6 +74,14 @@ def lower_half_mask(height: int, width: int, face_hide_percentage: float = FACE_
     return mask
 
 
+def resize_faces(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 3, H, W) in [-1, 1] -> (N, 3, size, size) for a model trained at another size: area averaging down (as
+    the training data's cv2.INTER_AREA), bicubic up, re-quantised to the 8-bit grid the model was trained on."""
+    mode = "area" if size < images.shape[-1] else "bicubic"
+    resized = F.interpolate(images.float(), size=(size, size), mode=mode)
+    return (torch.round((resized.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1).to(images.dtype)
+
+
 @dataclass
 class Diff2LipPipelineOutput(BaseOutput):
     """``frames``: the composited faces (upper half from the input, lower half generated), as asked by
@@ -145,14 +153,6 @@ class Diff2LipPipeline(DiffusionPipeline):
         if latents.shape[0] not in (1, shape[0]) or tuple(latents.shape[1:]) != tuple(shape[1:]):
             raise ValueError(f"latents must be (1, 3, H, W) or (N, 3, H, W) for faces {tuple(shape)}, got {tuple(latents.shape)}")
         return latents
-
-    @staticmethod
-    def _resize_faces(images: torch.Tensor, size: int) -> torch.Tensor:
-        """(N, 3, H, W) in [-1, 1] -> (N, 3, size, size): area averaging down (as the training data's
-        cv2.INTER_AREA), bicubic up, re-quantised to the 8-bit grid the model was trained on."""
-        mode = "area" if size < images.shape[-1] else "bicubic"
-        resized = F.interpolate(images.float(), size=(size, size), mode=mode)
-        return (torch.round((resized.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1).to(images.dtype)
 
     @staticmethod
     def _batch_rows(start: int, stop: int, pad_to: int) -> torch.Tensor:
@@ -246,7 +246,7 @@ class Diff2LipPipeline(DiffusionPipeline):
         if height != width or size == height:
             size = None  # the model works at the crop size (the paper's 128 px path, untouched)
         else:  # a model trained at another size (python -m lipsync.train --image-size): resize in and out
-            images, references = self._resize_faces(images, size), self._resize_faces(references, size)
+            images, references = resize_faces(images, size), resize_faces(references, size)
 
         # 2. Mask of the generated region
         mask = lower_half_mask(images.shape[2], images.shape[3], face_hide_percentage).to(device)  # (1, 1, S, S)

@@ -24,9 +24,8 @@ from typing import Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from lipsync.model.pipeline import FACE_HIDE_PERCENTAGE, default_scheduler, lower_half_mask
+from lipsync.model.pipeline import FACE_HIDE_PERCENTAGE, default_scheduler, lower_half_mask, resize_faces
 from lipsync.scoring.metrics import psnr, ssim
 
 TIMESTEPS = (100, 300, 500, 700, 900)  # noise levels of the one-step check (of 1000 training steps)
@@ -60,16 +59,6 @@ def _variants(wrong: Union[Mels, Mapping[str, Mels]], n: int) -> Dict[str, torch
     if not variants:
         raise ValueError("give at least one set of wrong mel windows")
     return variants
-
-
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, 3, H, W) in [-1, 1] -> (N, 3, size, size): area averaging down (the training data's cv2.INTER_AREA),
-    bicubic up, re-quantised to the 8-bit grid (as the pipeline feeds a model of another size)."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    mode = "area" if size < images.shape[-1] else "bicubic"
-    resized = F.interpolate(images, size=(size, size), mode=mode).clamp(-1, 1)
-    return torch.round((resized + 1) * 127.5) / 127.5 - 1
 
 
 def _finite(value: float):
@@ -144,7 +133,8 @@ def one_step_audio_dependence(unet, x0, reference, mels: Mels, wrong_mels: Union
     mels = _mels(mels, n, "mels")
     variants = _variants(wrong_mels, n)
     size = int(getattr(unet.config, "image_size", x0.shape[-1]))
-    x0, reference = _resize(x0, size), _resize(reference, size)
+    if x0.shape[-2:] != (size, size):  # a model trained at another size sees its own size
+        x0, reference = resize_faces(x0, size), resize_faces(reference, size)
     param = next(unet.parameters())
     device, dtype = param.device, param.dtype
     mask = lower_half_mask(size, size)  # (1, 1, S, S)

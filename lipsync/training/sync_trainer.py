@@ -14,7 +14,6 @@ Output folder::
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 from lipsync.errors import LipSyncError
 from lipsync.scoring.syncnet_color import OWN_EXPERT_WEIGHTS, SyncNetColor
 from lipsync.training import checkpointing as ckpt
-from lipsync.training.reporting import Progress
+from lipsync.training.reporting import CSVLog, Progress
 from lipsync.training.sync_data import SyncPairs
 
 logger = logging.getLogger(__name__)
@@ -150,8 +149,8 @@ class ExpertTrainer:
         device = accelerator.device
         progress = Progress(cfg.max_steps, step, enabled=cfg.progress and accelerator.is_main_process,
                             every=cfg.log_every)
-        log = _CSV(output / "log.csv", ("step", "loss", "accuracy", "steps_per_s", "seconds"))
-        val_log = _CSV(output / "val.csv", ("step", "loss", "balanced_accuracy", "pairs"))
+        log = CSVLog(output / "log.csv", ("step", "loss", "accuracy", "steps_per_s", "seconds"), resume_step=step)
+        val_log = CSVLog(output / "val.csv", ("step", "loss", "balanced_accuracy", "pairs"), resume_step=step)
         started = time.perf_counter()
         deadline = started + cfg.max_minutes * 60 if cfg.max_minutes else None
         per_epoch = max(1, len(train) // cfg.batch_size)
@@ -237,18 +236,3 @@ class ExpertTrainer:
                 "train_clips": train.clip_ids(), "val_clips": val.clip_ids(), "held_out": val_result,
                 "train_seconds_this_run": round(seconds, 1)}
         (output / "expert.json").write_text(json.dumps(info, indent=1))
-
-
-class _CSV:
-    """Append rows to a CSV file (header written once)."""
-
-    def __init__(self, path: Path, columns):
-        self.path, self.columns = Path(path), tuple(columns)
-
-    def write(self, row: Dict) -> None:
-        new = not self.path.is_file()
-        with open(self.path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, self.columns, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
