@@ -154,8 +154,11 @@ def test_info_line_plans_and_estimates():
     meter.record(report, JobOptions(num_inference_steps=10))
     assert meter.step_seconds == pytest.approx(0.05) and meter.other_seconds == pytest.approx(0.1)
     assert meter.estimate(240, JobOptions(num_inference_steps=25)) == pytest.approx(240 * (25 * 0.05 + 0.1))
-    # a preset counts its model evaluations (draft: 6 steps, every 2nd with cached deep features)
-    assert meter.estimate(100, JobOptions(preset="draft")) < meter.estimate(100, JobOptions(num_inference_steps=6))
+    # a preset counts its model evaluations (draft: 6 steps = 6 full calls; DeepCache every 2nd step: fewer)
+    assert meter.estimate(100, JobOptions(preset="draft")) == pytest.approx(
+        meter.estimate(100, JobOptions(num_inference_steps=6)))
+    assert meter.estimate(100, JobOptions(num_inference_steps=6, deepcache_interval=2)) < meter.estimate(
+        100, JobOptions(num_inference_steps=6))
     assert format_duration(42) == "about 40 s" and format_duration(200) == "about 3 min"
     assert format_duration(4900) == "about 1 h 22 min"
 
