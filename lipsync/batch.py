@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from lipsync.console import command_name
 from lipsync.errors import LipSyncError
 
 logger = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def merge_results(output_dir: Path, jobs: Sequence[BatchJob], world_size: int) -
 def build_parser() -> argparse.ArgumentParser:
     from lipsync.cli import build_parser as job_parser
 
-    p = argparse.ArgumentParser(prog="python -m lipsync.batch", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=command_name("python -m lipsync.batch"), description=__doc__.split("\n\n")[0],
                                 parents=[job_parser(batch=True)], conflict_handler="resolve")
     p.add_argument("--filelist", required=True, help="text file: one 'video audio output' job per line")
     p.add_argument("--output", required=True, help="folder for relative outputs and results.csv")

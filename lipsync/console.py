@@ -8,6 +8,8 @@ plain progress lines when stderr is not a terminal (a log file, CI, a pipe).
   pipeline prints "Loading pipeline components" bars and a "should be kept in float32: []" warning).
 * ``PlainProgress``: the ``progress(stage, fraction, message)`` callback of ``LipSyncEngine.run`` as at most
   one line per stage and tenth, instead of a terminal progress bar's escape codes.
+* ``command_name(default)``: the command as the user typed it (``lipsync``, ``python -m lipsync.cli``), for
+  argparse's ``prog``: every command's "usage:" line names what was typed.
 """
 
 from __future__ import annotations
@@ -98,6 +100,28 @@ def _is_terminal(stream: TextIO) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
+
+
+def command_name(default: str) -> str:
+    """The command that started this process, as the user typed it, for argparse's ``prog`` (the "usage:" line).
+
+    ``lipsync --help`` (a console script) gives ``lipsync``; ``python -m lipsync.cli --help`` gives
+    ``python -m lipsync.cli``, with the interpreter as typed (``python3 -m ...`` gives ``python3``);
+    ``python app.py`` gives ``python app.py``. ``default`` (the command's ``python -m`` form) serves when
+    something else started the process and calls the command's ``main()`` (pytest, ``python -c``, a program
+    of the user's that imports it).
+    """
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    typed = getattr(sys, "orig_argv", None) or ["python"]  # Python >= 3.10: the interpreter's own argv
+    python = os.path.basename(typed[0]) or "python"
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:  # python -m NAME (a package runs as NAME.__main__)
+        name = spec.name[: -len(".__main__")] if spec.name.endswith(".__main__") else spec.name
+        return f"{python} -m {name}" if name.split(".")[0] == "lipsync" else default
+    if argv0.endswith(".py"):  # python path/to/script.py
+        return f"{python} {argv0}"
+    script = os.path.basename(argv0)  # a console script on the PATH: lipsync, lipsync-app, ...
+    return script if script.startswith("lipsync") else default
 
 
 def stderr_is_terminal() -> bool:

@@ -19,6 +19,7 @@ import sys
 
 import torch
 
+from lipsync.console import command_name
 from lipsync.errors import LipSyncError
 
 
@@ -31,7 +32,8 @@ def _parse_override(text: str):
 
 def main(argv=None) -> int:
     """Command line; returns the exit status (0 written, 1 failed, 2 bad arguments)."""
-    parser = argparse.ArgumentParser(prog="python -m lipsync.convert", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=command_name("python -m lipsync.convert"),
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="original Diff2Lip checkpoint (.pt, or .safetensors)")
     parser.add_argument("--output", help="folder for the diffusers pipeline (save_pretrained)")
     parser.add_argument("--fp16", action="store_true", help="also save an fp16 variant (variant='fp16')")

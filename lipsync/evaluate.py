@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
+from lipsync.console import command_name
 from lipsync.errors import LipSyncError
 from lipsync.scoring.metrics import ReconstructionMeter
 from lipsync.training.held_out import (  # noqa: F401 - part of this module's Python API
@@ -332,7 +333,7 @@ def evaluate_audio_dependence(pipe, held_out: HeldOutFrames, steps: int = 25, ti
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser (see the module docstring for the filelist format)."""
     parser = argparse.ArgumentParser(
-        prog="python -m lipsync.evaluate",
+        prog=command_name("python -m lipsync.evaluate"),
         description="LSE-D / LSE-C (SyncNet) and, with ground truth, PSNR / SSIM of lip-synced videos; or, with "
                     "--audio-dependence, whether a model uses its audio input.",
     )

@@ -16,13 +16,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from lipsync.console import command_name
 from lipsync.errors import LipSyncError
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m lipsync.mouth_motion",
+        prog=command_name("python -m lipsync.mouth_motion"),
         description="Correlate a video's mouth opening (MediaPipe FaceMesh) with a speech track's loudness.",
     )
     parser.add_argument("video", type=Path, help="video with one face")

@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from lipsync.console import command_name
 from lipsync.errors import LipSyncError
 from lipsync.media.detectors import DETECTORS
 from lipsync.training.prepare import PrepSettings, prepare_dataset
@@ -18,7 +19,7 @@ from lipsync.training.prepare import PrepSettings, prepare_dataset
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m lipsync.prepare",
+        prog=command_name("python -m lipsync.prepare"),
         description="Prepare a Diff2Lip training dataset: the engine's face crops, 16 kHz audio and mel "
                     "spectrogram of every clip, in tar shards with a manifest.json. Re-running resumes.")
     p.add_argument("--videos", required=True,

@@ -17,11 +17,12 @@ import logging
 import sys
 from typing import Optional, Sequence
 
+from lipsync.console import command_name
 from lipsync.errors import LipSyncError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lipsync.train_syncnet",
+    p = argparse.ArgumentParser(prog=command_name("python -m lipsync.train_syncnet"),
                                 description="Train a lip-sync expert (SyncNet_color) from scratch on Accelerate.")
     p.add_argument("--data", required=True, help="dataset folder made by python -m lipsync.prepare")
     p.add_argument("--output", required=True, help="output folder (an existing one is resumed)")

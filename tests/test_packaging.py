@@ -1,6 +1,7 @@
-"""The package installs (pip install -e . and pip install .) into a fresh virtualenv and works from any folder;
-its dependencies are the requirement files; every third-party module the code imports is required;
-scripts/setup.sh installs the package and waits for another apt process's lock."""
+"""The package installs (pip install -e . and pip install .) into a fresh virtualenv and works from any folder,
+with the code's licence (Apache-2.0) in its metadata; its dependencies are the requirement files; every
+third-party module the code imports is required; scripts/setup.sh installs the package, waits for another apt
+process's lock, makes a virtualenv where the system Python is externally managed, and leaves one OpenCV."""
 
 import ast
 import importlib.metadata
@@ -36,15 +37,23 @@ def run(cmd, cwd, env=None, timeout=300):
     return result
 
 
+def console_scripts() -> dict:
+    """pyproject.toml's [project.scripts]: command name -> "module:function"."""
+    text = (REPO / "pyproject.toml").read_text().split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+    return dict(re.findall(r'^([\w-]+)\s*=\s*"([^"]+)"', text, flags=re.M))
+
+
 def test_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path):
-    pytest.importorskip("setuptools")
     source = tmp_path / "src"
     shutil.copytree(REPO, source, ignore=SKIP_COPY)
     venv = tmp_path / "venv"
-    # the venv sees the machine's packages (torch, diffusers, ...): installing needs no download
-    run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], tmp_path)
+    # the venv sees the machine's packages (torch, diffusers, ...): the package's dependencies need no download.
+    # It has its own pip, which builds the package with build isolation: the build tools pyproject.toml names
+    # (setuptools) are fetched into a build environment of their own, whatever the base interpreter has
+    run([sys.executable, "-m", "venv", "--system-site-packages", venv], tmp_path)
     python, bin_dir = venv / "bin" / "python", venv / "bin"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIP_REQUIRE_VIRTUALENV")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PIP_REQUIRE_VIRTUALENV", "PIP_NO_BUILD_ISOLATION", "PIP_NO_INDEX")}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -52,7 +61,7 @@ def test_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path):
     where = ("import lipsync, importlib.util as u; print(lipsync.__file__); "
              "print([m for m in ('app', 'studio') if u.find_spec(m) is not None])")
     assets_of = "from lipsync.app.layout import ASSETS; print(ASSETS)"
-    pip = [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
+    pip = [python, "-m", "pip", "install", "-q", "--no-deps"]
 
     # 1. editable: the installed names point into the source folder
     run(pip + ["-e", source], tmp_path, env)
@@ -70,15 +79,28 @@ def test_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path):
     assert assets == site / "lipsync" / "assets"  # the app's examples, found by the installed app
     for example in ("example_face.mp4", "example_speech.wav", "example_face.png"):
         assert (assets / example).is_file()
-    shipped = {p.relative_to(REPO).as_posix() for p in (REPO / "lipsync").rglob("*.py")}
+    shipped = {p.relative_to(source).as_posix() for p in (source / "lipsync").rglob("*.py")}  # as copied
     installed = {p.relative_to(site).as_posix() for p in (site / "lipsync").rglob("*.py")}
     assert shipped <= installed, f"not installed: {sorted(shipped - installed)}"
 
-    usage = run([bin_dir / "lipsync", "--help"], elsewhere, env).stdout
-    assert "--video" in usage and "--checkpoint" in usage
-    assert "--random-small" in run([bin_dir / "lipsync-convert", "--help"], elsewhere, env).stdout
-    assert "--filelist" in run([bin_dir / "lipsync-evaluate", "--help"], elsewhere, env).stdout
-    assert "--max-upload-mb" in run([bin_dir / "lipsync-app", "--help"], elsewhere, env).stdout
+    # every command answers --help with a usage line that names the command typed
+    usages = {name: run([bin_dir / name, "--help"], elsewhere, env).stdout for name in console_scripts()}
+    assert {"lipsync", "lipsync-app", "lipsync-convert", "lipsync-evaluate"} <= set(usages)
+    for name, usage in usages.items():
+        assert usage.startswith(f"usage: {name} "), usage[:200]
+    assert "--video" in usages["lipsync"] and "--checkpoint" in usages["lipsync"]
+    assert "--random-small" in usages["lipsync-convert"]
+    assert "--filelist" in usages["lipsync-evaluate"]
+    assert "--max-upload-mb" in usages["lipsync-app"]
+
+    # the code's licence, not the weights': Apache-2.0, with its text
+    probe = ("import importlib.metadata as m, json; d = m.distribution('diff2lip-studio'); "
+             "print(json.dumps([d.metadata['License-Expression'], d.metadata.get_all('License-File'), "
+             "d.read_text('licenses/LICENSE')]))")
+    expression, files, text = json.loads(run([python, "-c", probe], elsewhere, env).stdout)
+    assert expression == "Apache-2.0" and files == ["LICENSE"]
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "Copyright 2026 The Diff2Lip Studio authors" in text
 
     # 3. one source of truth: the installed metadata lists exactly the requirement files
     probe = "import importlib.metadata as m, json; print(json.dumps(m.requires('diff2lip-studio')))"
@@ -168,3 +190,114 @@ def test_setup_script_waits_for_the_apt_lock_then_installs_the_package(tmp_path)
     assert "ffmpeg espeak-ng libgl1 libglib2.0-0 chromium" in installs[0]
     assert "python3 -m pip install -q -e .[dev]" in log
     assert log.index("python3 -c import torch") < log.index("python3 -m pip install -q -e .[dev]")
+
+
+def _stand_ins(folder: Path, scripts: dict) -> dict:
+    """Executable sh scripts ``folder/NAME`` with the given bodies; an environment with them first on the PATH."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, body in scripts.items():
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_setup_script_makes_and_reuses_a_venv_where_the_system_python_is_externally_managed(tmp_path):
+    """A python3 stand-in that pip refuses to install into (PEP 668), outside any virtualenv: setup.sh makes .venv,
+    installs everything there and nothing into python3, says how to activate it, and runs the command given
+    after `--` with .venv first on the PATH; a second run reuses .venv."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "setup.sh", repo / "scripts" / "setup.sh")
+    calls = tmp_path / "calls.txt"
+    templates = tmp_path / "templates"
+    _stand_ins(templates, {  # what `python3 -m venv` puts in .venv/bin: pip, torch and the package all work
+        "python": f'echo "venv-python $*" >> {calls}',
+        "python3": f'echo "venv-python3 $* (VIRTUAL_ENV=$VIRTUAL_ENV)" >> {calls}',
+    })
+    env = _stand_ins(tmp_path / "bin", {
+        "dpkg": "exit 0",  # every apt package is there
+        "python3": f'''echo "python3 $*" >> {calls}
+case "$*" in
+  "-c import sys; sys.exit(sys.prefix == sys.base_prefix)") exit 1 ;;
+  "-m pip install --dry-run"*) echo "error: externally-managed-environment" >&2; exit 1 ;;
+  "-m venv --clear .venv") mkdir -p .venv/bin && cp {templates}/python {templates}/python3 .venv/bin/ ;;
+esac''',
+    })
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    first = subprocess.run(["bash", str(repo / "scripts" / "setup.sh"), "--", "python3", "app.py"], cwd=elsewhere,
+                           env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    log = calls.read_text().splitlines()
+    assert log.count("python3 -m venv --clear .venv") == 1
+    assert "venv-python -m pip install -q -e ." in log
+    assert not [line for line in log if line.startswith("python3 -m pip install -q")]  # nothing into the system's
+    assert "source .venv/bin/activate" in first.stdout
+    assert log[-1] == f"venv-python3 app.py (VIRTUAL_ENV={repo / '.venv'})"
+
+    calls.write_text("")
+    second = subprocess.run(["bash", str(repo / "scripts" / "setup.sh"), "--dev"], cwd=elsewhere, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0, second.stderr
+    log = calls.read_text().splitlines()
+    assert not [line for line in log if "-m venv" in line]
+    assert "venv-python -m pip install -q -e .[dev]" in log
+
+
+OPENCV = ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")
+
+
+@pytest.mark.parametrize("present, removed", [
+    (OPENCV[:3], "opencv-contrib-python opencv-python opencv-python-headless"),
+    (("opencv-contrib-python",), None),
+])
+def test_setup_script_leaves_one_opencv(tmp_path, present, removed):
+    """Where pip installed several OpenCV distributions (they share cv2/), setup.sh removes them all and installs
+    opencv-contrib-python again, at the version pip chose; where it is alone, nothing is touched. Its check runs
+    on the real interpreter over stand-in installed distributions."""
+    site = tmp_path / "site"
+    for name in present:
+        info = site / f"{name.replace('-', '_')}-5.1.0.95.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 5.1.0.95\n")
+    calls = tmp_path / "calls.txt"
+    env = _stand_ins(tmp_path / "bin", {
+        "dpkg": "exit 0",
+        "python3": f'''echo "python3 $*" >> {calls}
+if [ "$*" = "-" ]; then PYTHONPATH={site} exec {sys.executable} -S -; fi''',  # -S: only the stand-ins
+    })
+    result = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh")], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    log = calls.read_text().splitlines()
+    changes = [line for line in log if "opencv" in line]
+    if removed:
+        assert changes == [f"python3 -m pip uninstall -q -y {removed}",
+                           "python3 -m pip install -q --no-deps opencv-contrib-python==5.1.0.95"]
+    else:
+        assert changes == []
+
+
+def test_one_opencv_distribution_provides_cv2():
+    """What setup.sh leaves: one OpenCV distribution, the one `import cv2` loads (its version), with what the code
+    uses, including the Haar face cascade of the "opencv" detector."""
+    import cv2
+    import numpy as np
+
+    installed = {normalise(d.metadata["Name"] or ""): d.version for d in importlib.metadata.distributions()}
+    opencv = {name: version for name, version in installed.items() if name in OPENCV}
+    assert len(opencv) == 1, (f"{opencv} all install cv2/: the last one installed decides what cv2 is, and removing "
+                              "one breaks the others; run bash scripts/setup.sh, which keeps opencv-contrib-python")
+    (version,) = opencv.values()
+    assert version.startswith(cv2.__version__ + "."), (version, cv2.__version__)
+
+    frame = np.zeros((48, 64, 3), np.uint8)
+    cv2.rectangle(frame, (8, 8), (40, 30), (0, 0, 255), 2)
+    cv2.putText(frame, "a", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok and cv2.imdecode(jpeg, cv2.IMREAD_COLOR).shape == (48, 64, 3)
+    assert cv2.resize(frame, (32, 24), interpolation=cv2.INTER_AREA).shape == (24, 32, 3)
+    assert cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).shape == (48, 64)
+    assert cv2.copyMakeBorder(frame, 2, 2, 2, 2, cv2.BORDER_CONSTANT).shape == (52, 68, 3)
+    xml = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+    assert not cv2.CascadeClassifier(xml).empty()
