@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Dict, Optional
 
-from lipsync.console import PlainProgress, configure_logging, stderr_is_terminal
+from lipsync.console import PlainProgress, command_name, configure_logging, stderr_is_terminal
 from lipsync.errors import LipSyncError
 from lipsync.model.presets import PRESETS
 
@@ -26,13 +26,25 @@ def _reference(text: str) -> Optional[int]:
         raise argparse.ArgumentTypeError(f"--reference-frame must be a frame number or 'self', got {text!r}")
 
 
+def _face_point(text: str) -> tuple:
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--face must be a point X,Y in pixels, e.g. 320,180; got {text!r}")
+    if x < 0 or y < 0:
+        raise argparse.ArgumentTypeError(f"--face must be a point X,Y in pixels, e.g. 320,180; got {text!r}")
+    return (x, y)
+
+
 def build_parser(batch: bool = False) -> argparse.ArgumentParser:
     """The CLI's parser (imports the engine for the lists of choices); ``batch=True``: only the job options
     (a parent parser for ``lipsync.batch``)."""
     from lipsync.job import LENGTH_POLICIES, PAPER_SEED, PASTE_MODES, SCHEDULERS
     from lipsync.media.detectors import DETECTORS
+    from lipsync.media.speaker import FACE_CHOICES
+    from lipsync.media.writer import DEFAULT_ENCODER_PRESET, X264_PRESETS
 
-    p = argparse.ArgumentParser(prog="python -m lipsync", add_help=not batch,
+    p = argparse.ArgumentParser(prog=command_name("python -m lipsync"), add_help=not batch,
                                 description="Lip-sync a face video (or photo) to a speech track with Diff2Lip.")
     if not batch:
         p.add_argument("--video", required=True, help="face video (mp4/mov/mkv/webm) or a still photo (png/jpg)")
@@ -62,11 +74,18 @@ def build_parser(batch: bool = False) -> argparse.ArgumentParser:
                    help="classifier-free guidance on the audio: S > 1 pushes the mouth towards the speech and away "
                         "from silence, at twice the model calls (default 1: off, the paper's sampler); for models "
                         "trained with --audio-dropout")
-    p.add_argument("--compile", action="store_true",
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model (with freezing on the CPU): faster sampling after a one-time "
-                        "compile of a few minutes (cached on disk for later runs)")
+                        "compile of a few minutes (cached on disk for later runs); default: on a GPU for clips "
+                        "long enough to repay it")
     p.add_argument("--sequential", action="store_true",
-                   help="run decode, model, paste and encode one after another (default: overlapped)")
+                   help="run decode, model, paste and encode one after another (default: overlapped threads "
+                        "when the model is on a GPU or the CPU has cores to spare, where that measured faster)")
+    p.add_argument("--overlap", action="store_true",
+                   help="run decode and crop ahead of and paste and encode behind the model in threads")
+    p.add_argument("--encoder-preset", choices=X264_PRESETS, default=DEFAULT_ENCODER_PRESET,
+                   help=f"x264 speed preset of the output videos (default {DEFAULT_ENCODER_PRESET}: measured "
+                        "fastest for its file size; medium: same size, twice the CPU)")
     p.add_argument("--paste", choices=PASTE_MODES, default="mouth",
                    help="mouth: only the generated lower half, feathered (default); box: the official paste")
     p.add_argument("--length-policy", choices=LENGTH_POLICIES, default="pingpong",
@@ -75,6 +94,13 @@ def build_parser(batch: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--side-by-side", nargs="?", const="", default=None, metavar="PATH",
                    help="also write a labelled source | Diff2Lip video (default path: <output>_side_by_side.mp4)")
     p.add_argument("--detector", choices=list(DETECTORS), default="s3fd", help="face detector")
+    p.add_argument("--face", type=_face_point, default=None, metavar="X,Y",
+                   help="lip-sync the face that contains this point (pixels in the reference frame, else frame 0), "
+                        "followed through every shot by its appearance; default: the speaker, chosen by screen "
+                        "presence and mouth motion against the clip's own sound")
+    p.add_argument("--face-choice", choices=FACE_CHOICES, default="speaker",
+                   help="speaker (default): one person in every shot; shots without them stay untouched. "
+                        "largest: the largest face of each shot (a scene where several people speak)")
     p.add_argument("--pads", type=int, nargs=4, default=(0, 0, 0, 0), metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
                    help="pixels added around each detected face")
     p.add_argument("--audio-offset", type=int, default=0, help="shift audio by N frames (0 = official alignment)")
@@ -93,6 +119,9 @@ def build_parser(batch: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--sync-expert", default=None, metavar="DIR",
                    help="score with an own lip-sync expert (the folder of python -m lipsync.train_syncnet) instead of "
                         "SyncNet v2: its figures are labelled 'own expert', not LSE-C/LSE-D")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a damaged video (frames that do not decode cleanly): exit 1 and write nothing; by "
+                        "default the output is written and the damaged frames are named in a warning")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -129,12 +158,14 @@ def job_options(args: argparse.Namespace):
         num_inference_steps=args.steps, reference_frame=args.reference_frame, seed=args.seed,
         batch_size=args.batch_size, paste=args.paste, length_policy=args.length_policy, pads=tuple(args.pads),
         audio_offset=args.audio_offset, scheduler=args.scheduler, detector=args.detector,
+        face_choice=args.face_choice, face_point=args.face,
         preset=args.preset, deepcache_interval=args.deepcache, audio_guidance=args.audio_guidance,
-        compile=args.compile, overlap=not args.sequential,
+        compile=args.compile, overlap=False if args.sequential else (True if args.overlap else None),
+        encoder_preset=args.encoder_preset,
         side_by_side=args.side_by_side is not None or args.compare_wav2lip or args.wav2lip_video is not None,
         compare_wav2lip=args.compare_wav2lip,
         wav2lip_checkpoint=args.wav2lip_checkpoint, wav2lip_video=args.wav2lip_video, score=args.score,
-        syncnet_checkpoint=args.syncnet_checkpoint, sync_expert=args.sync_expert,
+        syncnet_checkpoint=args.syncnet_checkpoint, sync_expert=args.sync_expert, strict=args.strict,
     )
 
 
@@ -276,3 +307,7 @@ def _run(argv) -> int:
     if report.scores:
         print(report.scores_markdown())
     return 0
+
+
+if __name__ == "__main__":
+    run()

@@ -43,10 +43,12 @@ from lipsync.media import stages
 from lipsync.media.crop import crop_faces, paste_faces
 from lipsync.media.detectors import get_detector
 from lipsync.media.probe import probe_video
+from lipsync.media.reader import damage_warnings
 from lipsync.media.sidebyside import comparison_layout, side_by_side
-from lipsync.media.source import FrameSource, detect_frames, track_faces
+from lipsync.media.source import FrameSource, detect_frames, face_track
+from lipsync.media.speaker import draw_faces, frame_choice
 from lipsync.media.stages import StageTimer
-from lipsync.media.tracking import mouth_in_frame, pad_boxes, select_main_face
+from lipsync.media.tracking import mouth_in_frame, pad_boxes
 from lipsync.media.writer import VideoWriter, check_output_path
 from lipsync.scoring import compare
 
@@ -65,6 +67,9 @@ class _Plan:
     found: np.ndarray  # (N_used,) bool
     reference: Optional[np.ndarray]  # (128, 128, 3) uint8 or None
     refused: Optional[np.ndarray] = None  # (N_used,) bool: face found, mouth out of the picture
+    warnings: Optional[List[str]] = None  # e.g. frames that could not be decoded cleanly
+    shots: int = 1  # hard cuts + 1
+    shots_without_face: int = 0  # shots where the chosen face never appears (left untouched)
 
 
 @dataclass
@@ -79,6 +84,7 @@ class _Chunk:
     crops: Optional[np.ndarray]  # (n_valid, 128, 128, 3) uint8, None without faces
     references: Optional[np.ndarray]  # same shape as crops
     generated: Optional[np.ndarray] = None  # (n, 128, 128, 3) uint8 after diffusion
+    on_device: Optional[object] = None  # the frames as a tensor on the model's GPU (crop and paste run there)
 
 
 class LipSyncEngine:
@@ -211,11 +217,15 @@ class LipSyncEngine:
         if len(usable) == 0:
             cv2.putText(canvas, "mouth out of the picture", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 0, 0), 3)
             return canvas, False
-        boxes, _ = select_main_face([usable])
-        x1, y1, x2, y2 = pad_boxes(boxes, options.pads, frame.shape)[0].astype(int)
+        boxes, chosen, note = frame_choice(usable, options.face_point)  # numbered left to right
+        if chosen is None:  # the face point is on no face
+            return draw_faces(canvas, boxes, None, note), False
+        x1, y1, x2, y2 = pad_boxes(boxes[chosen:chosen + 1], options.pads, frame.shape)[0].astype(int)
         mid = y1 + (y2 - y1) // 2
         shade = canvas[mid:y2, x1:x2].astype(np.float32)
         canvas[mid:y2, x1:x2] = (0.55 * shade + 0.45 * np.array([255, 0, 160])).astype(np.uint8)
+        if len(boxes) > 1 or note:
+            canvas = draw_faces(canvas, boxes, chosen, note)
         thickness = max(2, frame.shape[0] // 300)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 255, 0), thickness)
         return canvas, True
@@ -312,11 +322,16 @@ class LipSyncEngine:
         used = int(src.max()) + 1
         if options.reference_frame is not None:  # the reference frame needs its face box too
             used = max(used, min(int(options.reference_frame) + 1, source.num_frames))
+        with timer("decode"):  # damaged frames: a warning, or with options.strict an error before any work
+            warnings = [] if source.is_image else damage_warnings(source.path, source.info, used, options.strict)
         detections = self._detect(source, used, options, timer, notify)
         if len(detections) < used:  # fewer frames decoded than probed: map the timeline onto what exists
             src = np.minimum(src, len(detections) - 1)
             used = len(detections)
-        boxes, valid, found, refused = track_faces(detections, source, options.pads)
+        point_frame = int(options.reference_frame or 0)  # --face X,Y is a point in the reference (else first) frame
+        faces = face_track(detections, source, options.pads, options.face_choice, options.face_point,
+                           min(point_frame, len(detections) - 1))
+        boxes, valid, found, refused = faces.boxes, faces.valid, faces.found, faces.refused
 
         # 3. The reference face: one chosen frame for all, or None (each frame is its own)
         reference = None
@@ -329,7 +344,8 @@ class LipSyncEngine:
                 raise NoFaceError(f"{why} reference frame {k}; choose another reference frame")
             frame = source.read(k, k + 1)
             reference = crop_faces(frame, boxes[k:k + 1], FACE_SIZE)[0]
-        return _Plan(source, wav, mel, mels, src, boxes, valid, found, reference, refused)
+        return _Plan(source, wav, mel, mels, src, boxes, valid, found, reference, refused, warnings,
+                     shots=len(faces.shots), shots_without_face=len(faces.shots_without_face))
 
     def _check_comparison(self, options: JobOptions, num_output: int, fps) -> None:
         """Load the Wav2Lip / SyncNet weights and probe a given Wav2Lip result before the long passes."""
@@ -378,7 +394,10 @@ class LipSyncEngine:
 
     def _prepared_chunks(self, plan: _Plan, options: JobOptions, timer: StageTimer) -> Iterator["_Chunk"]:
         """Stage 1 (ahead of the model): decode each chunk of the output timeline and crop its faces."""
+        from lipsync.media.torch_ops import crop_on_device, media_device  # torch is loaded with the model
+
         total_out = len(plan.src)
+        device = media_device(getattr(self._pipeline, "device", None))  # None: OpenCV on the CPU
         for a in range(0, total_out, options.chunk_frames):
             b = min(a + options.chunk_frames, total_out)
             idx = plan.src[a:b]
@@ -391,12 +410,15 @@ class LipSyncEngine:
                 frames = np.concatenate(parts)
             valid = plan.valid[idx]
             boxes = plan.boxes[idx]
-            crops = references = None
+            crops = references = on_device = None
             if valid.any():
-                with timer("paste"):
-                    crops = crop_faces(frames[valid], boxes[valid], FACE_SIZE)
+                with timer("crop"):
+                    if device is not None:  # the model's GPU: frames uploaded once, cropped and pasted there
+                        crops, on_device = crop_on_device(frames, boxes, valid, FACE_SIZE, device)
+                    else:
+                        crops = crop_faces(frames if valid.all() else frames[valid], boxes[valid], FACE_SIZE)
                 references = crops if plan.reference is None else np.repeat(plan.reference[None], len(crops), 0)
-            yield _Chunk(a, b, frames, valid, boxes, crops, references)
+            yield _Chunk(a, b, frames, valid, boxes, crops, references, on_device=on_device)
 
     def _diffusion_stage(self, plan: _Plan, options: JobOptions, timer: StageTimer, notify) -> Callable[["_Chunk"], "_Chunk"]:
         """Stage 2 (the model): a function that fills a chunk's generated faces."""
@@ -405,12 +427,15 @@ class LipSyncEngine:
         pipe = self.pipeline
         scheduler, steps_per_frame, deepcache_interval = options.sampling()
         self._use_scheduler(scheduler)
-        if options.compile or self.compile:
-            from lipsync.model.acceleration import compile_pipeline, is_compiled
+        from lipsync.model import acceleration
 
-            if not is_compiled(pipe):
-                compile_pipeline(pipe, notify=lambda message: (logger.warning(message),
-                                                               notify("diffusion", 0.0, message)))
+        wanted = options.compile  # None: the engine's choice, else on a GPU for clips long enough to repay it
+        if wanted is None:
+            wanted = self.compile or acceleration.compile_pays_off(pipe.device, int(plan.valid[plan.src].sum()),
+                                                                   steps_per_frame)
+        if wanted and not acceleration.is_compiled(pipe):
+            acceleration.compile_pipeline(pipe, notify=lambda message: (logger.warning(message),
+                                                                        notify("diffusion", 0.0, message)))
         # ONE initial noise for every frame of the clip, as the paper does (seed 7 = the paper's)
         noise = torch.randn((1, 3, FACE_SIZE, FACE_SIZE), generator=torch.Generator().manual_seed(int(options.seed)))
         total_out = len(plan.src)
@@ -442,6 +467,10 @@ class LipSyncEngine:
     def _paste(self, chunk: "_Chunk", options: JobOptions, timer: StageTimer) -> np.ndarray:
         """Stage 3 (behind the model): paste the generated faces back into the chunk's frames."""
         with timer("paste"):
+            if chunk.on_device is not None:
+                from lipsync.media.torch_ops import paste_on_device
+
+                return paste_on_device(chunk.on_device, chunk.boxes, chunk.generated, chunk.valid, options.paste)
             return paste_faces(chunk.frames, chunk.boxes, chunk.generated, chunk.valid, mode=options.paste)
 
     def _generate(self, plan: _Plan, options: JobOptions, timer: StageTimer, notify) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
@@ -461,7 +490,8 @@ class LipSyncEngine:
         scores: Dict[str, Dict[str, float]] = {}
         with contextlib.ExitStack() as stack:
             colors = plan.source.info.colors if plan.source.info is not None else None  # carried to the outputs
-            writer = stack.enter_context(VideoWriter(output, fps, size, audio_path=audio, colors=colors))
+            writer = stack.enter_context(VideoWriter(output, fps, size, audio_path=audio, colors=colors,
+                                                     preset=options.encoder_preset))
             comparison = self._comparison(plan, options) if (sbs is not None or options.score) else None
             if comparison is not None and hasattr(comparison, "close"):
                 stack.callback(comparison.close)
@@ -475,7 +505,7 @@ class LipSyncEngine:
             if sbs is not None:
                 sbs_size = comparison_layout(size, len(labels), mouth_zoom=options.mouth_zoom).size
                 sbs_writer = stack.enter_context(VideoWriter(sbs, fps, sbs_size, audio_path=audio,
-                                                                      colors=colors))
+                                                                      colors=colors, preset=options.encoder_preset))
             position = [0]  # output frames written so far
 
             def write(frames: np.ndarray, result: np.ndarray) -> None:
@@ -503,7 +533,11 @@ class LipSyncEngine:
                 write(chunk.frames, result)
 
             # decode + crop ahead of the model, paste + encode behind it (threads, bounded queues)
-            run = stages.run_overlapped if options.overlap else stages.run_sequential
+            overlap = options.overlap
+            if overlap is None:  # where measured faster: a GPU model, or a CPU with cores to spare
+                overlap = stages.overlap_by_default(stages.available_cores(),
+                                                    str(getattr(self.pipeline, "device", "cpu")).startswith("cuda"))
+            run = stages.run_overlapped if overlap else stages.run_sequential
             run(self._prepared_chunks(plan, options, timer), self._diffusion_stage(plan, options, timer, notify),
                 paste_and_write)
             if collector is not None:
@@ -534,6 +568,8 @@ class LipSyncEngine:
             seconds={k: round(v, 3) for k, v in timer.seconds.items() if k not in OPTIONAL_STAGES or v > 0},
             duration=len(plan.src) / float(fps), boxes=plan.boxes, valid=plan.valid, source_index=plan.src,
             scores=scores, wall_seconds=round(time.perf_counter() - timer.started, 3),
+            warnings=list(plan.warnings or []),
+            shots=plan.shots, shots_without_face=plan.shots_without_face,
         )
         logger.info(report.summary())
         return report

@@ -13,12 +13,14 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from lipsync.media.detectors import DETECTORS
+from lipsync.media.speaker import FACE_CHOICES
+from lipsync.media.writer import DEFAULT_ENCODER_PRESET, check_encoder_preset
 from lipsync.scoring import compare
 
 SCHEDULERS = ("ddim", "dpm", "unipc", "euler")
 LENGTH_POLICIES = ("pingpong", "loop", "shortest")
 PASTE_MODES = ("mouth", "box")
-STAGES = ("decode", "detect", "audio", "diffusion", "paste", "encode", "wav2lip", "score")
+STAGES = ("decode", "detect", "audio", "crop", "diffusion", "paste", "encode", "wav2lip", "score")
 OPTIONAL_STAGES = ("wav2lip", "score")  # reported only when a job used them
 FACE_SIZE = 128
 PAPER_SEED = 7
@@ -46,9 +48,16 @@ class JobOptions:
     #                                           None: the preset's (off without a preset)
     audio_guidance: float = 1.0  # classifier-free guidance on the audio (1 = off, the paper's sampler); for models
     #                               trained with --audio-dropout; costs twice the model calls
-    compile: bool = False  # torch.compile the UNet (once per process; minutes the first time)
-    overlap: bool = True  # decode ahead of and paste/encode behind the model in threads (same output)
+    compile: Optional[bool] = None  # torch.compile the UNet (once per process; minutes the first time);
+    #                                  None: on a GPU when the clip is long enough to repay it (acceleration)
+    overlap: Optional[bool] = None  # decode ahead of and paste/encode behind the model in threads (same output);
+    #                                 None: where measured faster (stages.overlap_by_default)
+    encoder_preset: str = DEFAULT_ENCODER_PRESET  # x264 speed preset of the outputs (same crf, same quality)
     detector: str = "s3fd"
+    face_choice: str = "speaker"  # "speaker": one person in every shot, by who it is and whether it talks;
+    #                               "largest": the largest face of each shot (a scene with several speakers)
+    face_point: Optional[Tuple[float, float]] = None  # (x, y) pixels in the reference frame (else frame 0): the
+    #                                                   face that contains it is followed through the clip
     side_by_side: bool = True
     mouth_zoom: bool = False  # the side-by-side gets a zoomed strip of each panel's mouth
     chunk_frames: int = 32
@@ -61,6 +70,7 @@ class JobOptions:
     syncnet_checkpoint: Optional[str] = None  # None: $LIPSYNC_SYNCNET_CHECKPOINT or the Hub
     sync_expert: Optional[str] = None  # an own expert (python -m lipsync.train_syncnet) scores instead of SyncNet v2
     score_seconds: float = compare.SCORE_SECONDS  # only the first seconds of the output are scored
+    strict: bool = False  # damaged input (frames that do not decode cleanly) is an error, not a warning
 
     @property
     def with_wav2lip(self) -> bool:
@@ -86,9 +96,12 @@ class JobOptions:
         for name, value, allowed in (("paste", self.paste, PASTE_MODES),
                                      ("length_policy", self.length_policy, LENGTH_POLICIES),
                                      ("scheduler", self.scheduler, SCHEDULERS),
-                                     ("detector", self.detector, tuple(DETECTORS))):
+                                     ("detector", self.detector, tuple(DETECTORS)),
+                                     ("face_choice", self.face_choice, FACE_CHOICES)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.face_point is not None and (len(tuple(self.face_point)) != 2 or min(self.face_point) < 0):
+            raise ValueError(f"face_point must be 2 pixel coordinates x, y >= 0, got {self.face_point!r}")
         if len(tuple(self.pads)) != 4:
             raise ValueError(f"pads must be 4 numbers (top, bottom, left, right), got {self.pads!r}")
         if (self.batch_size is not None and int(self.batch_size) < 1) or int(self.chunk_frames) < 1:
@@ -97,6 +110,7 @@ class JobOptions:
             raise ValueError(f"deepcache_interval must be at least 1 (1 = off), got {self.deepcache_interval}")
         if not float(self.audio_guidance) >= 1:
             raise ValueError(f"audio_guidance must be at least 1 (1 = off), got {self.audio_guidance}")
+        check_encoder_preset(self.encoder_preset)
         if not float(self.score_seconds) > 0:
             raise ValueError(f"score_seconds must be positive, got {self.score_seconds}")
 
@@ -116,6 +130,8 @@ class JobReport:
     faces_interpolated: int
     # frames whose face was found but whose mouth is out of the picture (detectors with landmarks): not lip-synced
     faces_refused: int = 0
+    shots: int = 1  # hard cuts + 1 (only the source frames the job used)
+    shots_without_face: int = 0  # shots where the chosen face never appears: left untouched
     seconds: Dict[str, float] = field(default_factory=dict)  # per stage (overlapping stages: more than the wall time)
     duration: float = 0.0
     wall_seconds: Optional[float] = None  # the job from start to end
@@ -127,6 +143,8 @@ class JobReport:
     # with options.score: {"source" | "wav2lip" | "diffusion": {"lse_d", "lse_c", "offset", "frames", "seconds"}};
     # with an own expert: {"measure": "own expert", "offset", "confidence", "distance", "distance_at_0", ...}
     scores: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    # what the user should know about the input, e.g. "frames 170–201 could not be decoded cleanly (5.7–6.7 s)"
+    warnings: List[str] = field(default_factory=list)
 
     @property
     def source_frames(self) -> int:
@@ -161,7 +179,10 @@ class JobReport:
                 + f"; {per_source}faces found in {self.faces_found}, interpolated "
                 f"{self.faces_interpolated}, missing {self.faces_missing}"
                 + (f", refused {self.faces_refused} (mouth out of the picture)" if self.faces_refused else "")
-                + f"; {took}")
+                + (f"; {self.shots} shots" if self.shots > 1 else "")
+                + (f", {self.shots_without_face} without the chosen face (left untouched)"
+                   if self.shots_without_face else "")
+                + f"; {took}" + "".join(f"; warning: {warning}" for warning in self.warnings))
 
     def as_markdown(self) -> str:
         """The report as a two-column Markdown table (the app shows it)."""
@@ -172,7 +193,9 @@ class JobReport:
                 ("faces found (per source frame)", self.faces_found),
                 ("faces interpolated (per source frame)", self.faces_interpolated),
                 ("faces missing (per source frame)", self.faces_missing),
-                ("faces refused, mouth out of the picture (per source frame)", self.faces_refused)]
+                ("faces refused, mouth out of the picture (per source frame)", self.faces_refused),
+                ("shots", self.shots), ("shots without the chosen face (left untouched)", self.shots_without_face)]
+        rows += [("warning", warning) for warning in self.warnings]
         rows += [(f"{stage} (s)", f"{seconds:.2f}") for stage, seconds in self.seconds.items()]
         return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 

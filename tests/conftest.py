@@ -117,3 +117,29 @@ def save_comparison_weights(folder: Path, seed: int = 0) -> tuple:
 def comparison_weights(tmp_path_factory) -> tuple:
     """(wav2lip_gan.pth, syncnet_v2.model) with random weights, made once per session."""
     return save_comparison_weights(tmp_path_factory.mktemp("comparison_weights"))
+
+
+def concat_shots(output: Path, shots, audio=None, size: int = 192) -> Path:
+    """A clip cut from shared clips with ffmpeg's concat filter.
+
+    ``shots`` are (video, first frame, frames, extra filters or "") played one after another. Each is scaled
+    to ``size`` x ``size`` and softened by a 1 px Gaussian blur (so that a re-encode of an untouched frame
+    stays above 46 dB, as it does on the full-size clips), then ``extra`` moves or scales the picture, e.g.
+    "crop=134:134:40:20,scale=192:192" or "scale=128:128,pad=192:192:50:40". The sound is the first seconds
+    of ``audio`` (a file with sound), none without. H.264 crf 12 at 25 fps."""
+    inputs, chains = [], []
+    for k, (video, first, frames, extra) in enumerate(shots):
+        inputs += ["-i", str(video)]
+        chain = (f"[{k}:v]trim=start_frame={first}:end_frame={first + frames},setpts=PTS-STARTPTS,"
+                 f"scale={size}:{size},gblur=sigma=1")
+        chains.append(chain + (f",{extra}" if extra else "") + f",setsar=1[v{k}]")
+    joined = "".join(f"[v{k}]" for k in range(len(shots)))
+    graph = ";".join(chains) + f";{joined}concat=n={len(shots)}:v=1:a=0,format=yuv420p[v]"
+    args = [*inputs, "-filter_complex", graph, "-map", "[v]", "-r", "25", "-c:v", "libx264", "-preset", "veryfast",
+            "-crf", "12"]
+    if audio is not None:
+        seconds = sum(frames for _, _, frames, _ in shots) / 25
+        args = [*inputs, "-i", str(audio)] + args[len(inputs):] + ["-map", f"{len(shots)}:a", "-t", f"{seconds}",
+                                                                    "-c:a", "aac"]
+    run_ffmpeg(*args, str(output))
+    return output

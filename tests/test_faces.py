@@ -236,7 +236,8 @@ def s3fd_weights(tmp_path_factory):
 @needs_media
 def test_s3fd_runs_in_batches_and_maps_boxes_back_to_the_frame(s3fd_weights):
     frames = read_frames("pub_video1_retalking_face2.mp4", 3)  # 844 x 844
-    detector = get_detector("s3fd", path_to_detector=s3fd_weights, batch_size=2, max_size=160)
+    # random weights find random boxes: the FaceMesh check (verify) would rightly turn them all away
+    detector = get_detector("s3fd", path_to_detector=s3fd_weights, batch_size=2, max_size=160, verify=False)
     detections = detector.detect(frames)
     assert len(detections) == 3
     for dets in detections:

@@ -204,7 +204,8 @@ def test_cli_presets_deepcache_and_compile_reach_the_job_options():
 
     base = ["--video", "v.mp4", "--audio", "a.wav", "--output", "o.mp4"]
     paper = job_options(build_parser().parse_args(base))
-    assert paper.sampling() == ("ddim", 25, 1) and not paper.compile and paper.overlap and paper.batch_size is None
+    assert paper.sampling() == ("ddim", 25, 1) and not paper.compile and paper.batch_size is None
+    assert paper.overlap is None  # the engine chooses (lipsync.media.stages.overlap_by_default)
     fast = job_options(build_parser().parse_args(base + ["--preset", "fast", "--compile", "--sequential"]))
     assert fast.sampling() == (PRESETS["fast"].scheduler, PRESETS["fast"].steps, PRESETS["fast"].deepcache_interval)
     assert fast.compile and not fast.overlap

@@ -2,7 +2,8 @@
 
 Integers are integers, optional inputs are optional, one ``reference_frame`` (an integer, or empty for
 "each frame is its own reference"); ``/lipsync`` returns the result video, the side-by-side video and
-the report as JSON. Problems raise ``gr.Error`` with a plain message.
+the report as JSON. Problems raise ``gr.Error`` with a plain message; without the Diff2Lip weights, at once,
+with the command line's message.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Optional
 
 import gradio as gr
 
-from lipsync.app.handlers import Handlers, user_errors
+from lipsync.app.handlers import Handlers
+from lipsync.app.messages import user_errors
 from lipsync.app.jobs import JobCancelled
 
 
@@ -20,6 +22,12 @@ class Api:
 
     def __init__(self, handlers: Handlers):
         self.h = handlers
+
+    def refuse_without_weights(self) -> None:
+        """Raise ``gr.Error`` with the command line's message at once when the Diff2Lip weights cannot be had."""
+        problem = self.h.weights_problem()
+        if problem:
+            raise gr.Error(problem, print_exception=False)
 
     def lipsync(self, audio: str, video: Optional[str] = None, photo: Optional[str] = None,
                 preset: Optional[str] = None, steps: int = 25, reference_frame: Optional[int] = None,
@@ -55,6 +63,7 @@ class Api:
             side_by_side: source | (Wav2Lip |) Diff2Lip with captions (MP4).
             report: frames, fps, duration, length, faces, seconds, settings and scores as JSON.
         """
+        self.refuse_without_weights()
         face = video or photo
         if not face:
             raise gr.Error("Give a face video or a face photo.", print_exception=False)
@@ -102,6 +111,7 @@ class Api:
         Returns:
             image: the first frame of the result (PNG).
         """
+        self.refuse_without_weights()
         face = video or photo
         if not face or not audio:
             raise gr.Error("Give a face (video or photo) and some speech (audio).", print_exception=False)

@@ -1,24 +1,28 @@
 """What each control of the page does: thin calls into ``LipSyncEngine`` that answer in plain words.
 
 ``Handlers`` holds the one engine, the job folders, the Stop switch and the speed meter. UI handlers
-return component updates (messages go beside the input they concern); the typed API (``lipsync.app.api``)
-raises ``gr.Error`` instead.
+return component updates: a problem goes, once and in the user's words (``texts``), into the note beside the
+input it concerns or into the status line above the results, never into a toast as well. The typed API
+(``lipsync.app.api``) raises ``gr.Error`` instead.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Optional, Tuple
 
 import gradio as gr
+import numpy as np
 
 from lipsync.app import texts
 from lipsync.app.estimates import FPS, SpeedMeter, format_duration, gpu_seconds, job_gpu_seconds, plan_summary
 from lipsync.app.jobs import JobCancelled, JobFolders, StopSwitch, progress_reporter
+from lipsync.app.messages import face_problem, note, parse_pads, plain, user_errors
 from lipsync.app.report import report_data, report_markdown
 from lipsync.engine import LipSyncEngine
 from lipsync.errors import (
@@ -38,21 +42,6 @@ CUSTOM = "custom"  # the preset choice that shows the steps and scheduler contro
 MIN_SPEECH_SECONDS = 0.2
 
 
-def parse_pads(text: Optional[str]) -> Tuple[int, int, int, int]:
-    """'top,bottom,left,right' pixels (commas or spaces; empty = 0,0,0,0) -> 4 ints."""
-    parts = (text or "").replace(",", " ").split()
-    if not parts:
-        return (0, 0, 0, 0)
-    try:
-        pads = tuple(int(float(p)) for p in parts)
-    except ValueError:
-        pads = ()
-    if len(pads) != 4:
-        raise gr.Error(f"Face padding must be 4 numbers 'top,bottom,left,right' in pixels, e.g. '0,10,0,0'; "
-                       f"got {text!r}", print_exception=False)
-    return pads
-
-
 def on_gpu(fn, duration):
     """``spaces.GPU(duration=duration)(fn)`` on Hugging Face Spaces; ``fn`` unchanged elsewhere."""
     try:
@@ -60,37 +49,6 @@ def on_gpu(fn, duration):
     except ImportError:
         return fn
     return spaces.GPU(duration=duration)(fn)
-
-
-def plain(exc: Exception) -> str:
-    """An engine error in words for the browser: messages about weights files, flags or environment
-    variables (meant for whoever runs the server) become a plain note."""
-    message = str(exc)
-    if isinstance(exc, WeightsUnavailableError) or "--" in message or "LIPSYNC_" in message:
-        return ("A model this job needs could not be loaded on this server. Try again later, or switch "
-                "off the comparison and the score.")
-    return message
-
-
-@contextlib.contextmanager
-def user_errors(what: str):
-    """Engine errors become ``gr.Error`` with a plain message; anything unexpected is logged too."""
-    try:
-        yield
-    except gr.Error:
-        raise
-    except LipSyncError as exc:
-        logger.warning("%s: %s", what, exc)
-        raise gr.Error(plain(exc), print_exception=False) from exc
-    except Exception as exc:
-        logger.exception("%s failed", what)
-        raise gr.Error(f"{what[:1].upper() + what[1:]} failed unexpectedly ({type(exc).__name__}). "
-                       "Please try again; the details are in the server log.") from exc
-
-
-def note(message: str) -> dict:
-    """A visible warning note beside an input (hidden when ``message`` is empty)."""
-    return gr.update(value=f"⚠️ {message}" if message else "", visible=bool(message))
 
 
 class Handlers:
@@ -108,6 +66,9 @@ class Handlers:
         self.syncnet_checkpoint = syncnet_checkpoint
         self.sync_expert = sync_expert  # an own lip-sync expert scores instead of SyncNet v2 ("own expert")
         self._media: dict = {}
+        self._faceless: set = set()  # photos whose face check found no face
+        self._weights: Optional[Tuple[float, str]] = None  # (when, problem) of the last weights check
+        self._weights_lock = threading.Lock()
         self.run_job = on_gpu(self._run_job, self._run_job_seconds)
         self.preview_job = on_gpu(self._preview_job, lambda face, audio, options: gpu_seconds(options.sampling()[1], 1))
         self.calibrate = on_gpu(self._calibrate, lambda: gpu_seconds(2, 4))
@@ -170,6 +131,42 @@ class Handlers:
             "syncnet": syncnet,
         }
 
+    WEIGHTS_RECHECK_S = 60.0  # the Hub's answer is kept this long (lipsync.hub does the same)
+
+    def weights_problem(self, refresh: bool = False) -> str:
+        """The command line's message when the Diff2Lip weights cannot be had now, else "".
+
+        Checks what ``python -m lipsync`` checks before a job (a local Hub cache, or a Hub that answers, for the
+        paper's default weights; a given checkpoint is checked when it loads), at most once a minute; answers
+        within about 3 s and loads nothing.
+        """
+        if self.engine.pipeline_loaded:
+            return ""
+        with self._weights_lock:
+            if not refresh and self._weights is not None and time.monotonic() - self._weights[0] < self.WEIGHTS_RECHECK_S:
+                return self._weights[1]
+            problem = ""
+            if self.engine.checkpoint is None:  # the default weights (a given path is read when the model loads)
+                from lipsync.model.loading import check_weights
+
+                try:
+                    check_weights(None)
+                except WeightsUnavailableError as exc:
+                    problem = plain(exc)
+            self._weights = (time.monotonic(), problem)
+            return problem
+
+    def weights_note(self, problem: Optional[str] = None) -> dict:
+        """The header's note about missing Diff2Lip weights (hidden when they can be had)."""
+        problem = self.weights_problem() if problem is None else problem
+        return gr.update(value=texts.WEIGHTS_MISSING.format(message=problem) if problem else "", visible=bool(problem))
+
+    def on_load(self):
+        """On page load: the weights note, Generate and Preview (off without weights), the comparison controls."""
+        problem = self.weights_problem(refresh=True)
+        return (self.weights_note(problem), gr.update(interactive=not problem), gr.update(interactive=not problem),
+                *self.comparison_controls())
+
     def comparison_controls(self):
         """Updates for (compare checkbox, Wav2Lip note, score checkbox, SyncNet note) after a quick check."""
         available = self.availability()
@@ -187,11 +184,9 @@ class Handlers:
         except LipSyncError as exc:
             return plain(exc)
         if seconds < MIN_SPEECH_SECONDS:
-            return (f"This speech is {seconds:.2f} s long; at least {MIN_SPEECH_SECONDS:g} s is needed. "
-                    "Upload or record a longer one.")
+            return texts.SPEECH_TOO_SHORT.format(seconds=seconds, minimum=MIN_SPEECH_SECONDS)
         if self.max_seconds and seconds > self.max_seconds:
-            return (f"This speech is {seconds:.1f} s long; this server takes at most {self.max_seconds:g} s. "
-                    "Trim it and upload it again.")
+            return texts.SPEECH_TOO_LONG.format(seconds=seconds, maximum=self.max_seconds)
         return ""
 
     # -- options ---------------------------------------------------------------------------------------------
@@ -236,19 +231,21 @@ class Handlers:
         try:
             count = self.face_frames(path)
             last = max(count - 1, 0)
-            index = min(int(reference_frame or 0), last) if not own_reference else 0
+            chosen = int(reference_frame or 0)
+            clamped = min(max(chosen, 0), last)  # the user's frame, unless this clip is shorter
+            index = 0 if own_reference else clamped
             image, found = self.engine.face_check(path, index, JobOptions(detector=detector, pads=parse_pads(pads)))
         except gr.Error as exc:
             return gr.update(), None, note(exc.message), tab, gr.update()
         except LipSyncError as exc:
             return gr.update(maximum=1, value=0), None, note(plain(exc)), tab, 1
         message = ""
+        is_photo = bool(photo and not video)
+        (self._faceless.add if is_photo and not found else self._faceless.discard)(str(path))
         if not found:
-            message = ("No face was found in this photo. Use a photo where one face is clearly visible and "
-                       "facing the camera." if count == 1 else
-                       f"No face was found in frame {index} of this video. Choose another reference frame, or "
-                       "a video where the face is clearly visible.")
-        return gr.update(maximum=max(last, 1), value=index), image, note(message), tab, count
+            message = texts.NO_FACE_PHOTO if is_photo else texts.NO_FACE_IN_FRAME.format(index=index)
+        slider = gr.update(maximum=max(last, 1), value=clamped) if clamped != chosen else gr.update(maximum=max(last, 1))
+        return slider, image, note(message), tab, count
 
     @staticmethod
     def clamp_frame(value, frames):
@@ -260,21 +257,26 @@ class Handlers:
         index = min(max(int(round(number)), 0), max(int(frames or 1) - 1, 0))
         return gr.update() if number == index else index  # in range: leave a dragged slider alone
 
-    def on_reference(self, video, photo, reference_frame, detector, pads):
-        """A moved or typed reference frame: clamp it to the clip and show that frame's face check."""
+    def on_reference(self, video, photo, own_reference, reference_frame, detector, pads):
+        """The face check of the chosen reference frame (frame 0 when each frame is its own reference), after a
+        released slider, another detector or new padding. The slider itself is left as the user set it."""
         path = video or photo
         if not path:
-            return gr.update(), None, note("")
+            return None, note("")
         try:
             last = max(self.face_frames(path) - 1, 0)
-            index = min(max(int(reference_frame or 0), 0), last)
+            index = 0 if own_reference else min(max(int(reference_frame or 0), 0), last)
             image, found = self.engine.face_check(path, index, JobOptions(detector=detector, pads=parse_pads(pads)))
         except gr.Error as exc:
-            return gr.update(), gr.update(), note(exc.message)
+            return gr.update(), note(exc.message)
         except LipSyncError as exc:
-            return gr.update(), gr.update(), note(plain(exc))
-        message = "" if found else f"No face was found in frame {index}; choose another reference frame."
-        return gr.update(value=index), image, note(message)
+            return gr.update(), note(plain(exc))
+        is_photo = bool(photo and not video)
+        (self._faceless.add if is_photo and not found else self._faceless.discard)(str(path))
+        message = ""
+        if not found:
+            message = texts.NO_FACE_PHOTO if is_photo else texts.NO_FACE_IN_FRAME.format(index=index)
+        return image, note(message)
 
     def on_speech(self, audio):
         """The note beside the speech input after an upload or recording."""
@@ -295,12 +297,16 @@ class Handlers:
             return "Fix the file marked above to see the estimate."
         if self.speech_problem(audio):
             return "Fix the speech marked above to see the estimate."
+        if is_photo and str(path) in self._faceless:
+            return "Use a photo with a face (see the note above) to see the estimate."
         plan = plan_summary(video_seconds, frames, speech, length_policy)
         what = "photo" if is_photo else f"{video_seconds:.1f} s video"
         options = self.make_options(preset=preset, steps=steps, length_policy=length_policy)
         scheduler, n_steps, _ = options.sampling()
         unavailable = False
-        if calibrate and not self.meter.known:
+        if calibrate and not self.meter.known and self.weights_problem():
+            unavailable = True  # the header says why
+        elif calibrate and not self.meter.known:
             try:
                 self.calibrate()
             except LipSyncError as exc:  # e.g. the weights cannot be downloaded: the job will say so
@@ -328,16 +334,31 @@ class Handlers:
         return self.info_text(*args, calibrate=True)
 
     # -- jobs ------------------------------------------------------------------------------------------------
+    def job_frames(self, face, audio, options: JobOptions) -> int:
+        """Output frames of a job over these inputs (0 when a file cannot be read: the job will say why)."""
+        from lipsync.media.reader import is_image
+
+        try:
+            is_photo = is_image(Path(face))
+            plan = plan_summary(None if is_photo else self.media_seconds(face),
+                                1 if is_photo else self.face_frames(face), self.media_seconds(audio),
+                                options.length_policy)
+        except LipSyncError:
+            return 0
+        return plan.frames
+
     def lipsync(self, face, audio, options: JobOptions, progress, session: str):
         """Run one job in a fresh folder; on any failure or Stop the folder (and every partial file) goes."""
         flag = self.stops.start(session)
-        folder = self.jobs.new()
-        output = folder / f"{Path(face).stem[:40]}_diff2lip.mp4"
+        time_left = self.meter.time_left(self.job_frames(face, audio, options), options)
         try:
-            report = self.run_job(face, audio, output, options, progress_reporter(progress, flag))
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+            folder = self.jobs.new()
+            output = folder / f"{Path(face).stem[:40]}_diff2lip.mp4"
+            try:
+                report = self.run_job(face, audio, output, options, progress_reporter(progress, flag, time_left))
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
         finally:
             self.stops.finish(session, flag)
         self.meter.record(report, options)
@@ -348,50 +369,123 @@ class Handlers:
                             self.media_seconds(audio), options.length_policy)
         return report, report_data(report, options, plan)
 
+    # -- Generate, Stop and Preview on the page -----------------------------------------------------------------
+    # A job's life on the page: on_start (Generate off, Stop on, the previous results cleared) -> on_run ->
+    # on_finish (Generate on again, Stop off). Stop: on_stopping (both off, "Stopping…"; the page cancels the
+    # job's event) -> on_stop (raises the job's stop flag and waits for it to end).
+
+    def on_start(self):
+        """Generate pressed: (status, side by side, result, download, report, scores, report JSON, first frame,
+        Generate, Stop): the previous job's results go, Generate is off and Stop on while the job runs."""
+        problem = self.weights_problem()
+        status = texts.WEIGHTS_MISSING.format(message=problem) if problem else texts.STARTING
+        return (status, None, None, gr.update(value=None, interactive=False), "", "", None, None,
+                gr.update(interactive=False), gr.update(value="Stop", interactive=not problem))
+
+    def on_finish(self):
+        """After a job (done, failed or stopped): (Generate, Stop)."""
+        return gr.update(interactive=not self.weights_problem()), gr.update(value="Stop", interactive=False)
+
+    @staticmethod
+    def on_stopping():
+        """Stop pressed: (Generate, Stop) both off until the job has ended, Stop saying "Stopping…"."""
+        return gr.update(interactive=False), gr.update(value=texts.STOPPING, interactive=False)
+
+    def on_stop(self, status, request: gr.Request):
+        print("ON_STOP", repr(status), self.stops.running(request.session_hash or ""), flush=True)
+        """Stop this session's job: the status once it has ended (or after 8 s). A job still waiting for its
+        turn is taken out of the queue by the page (its status still says it is starting)."""
+        if self.stops.stop(request.session_hash or "") or status == texts.STARTING:
+            return texts.STOPPED
+        return gr.update()  # it had just ended: its results stand
+
+    @staticmethod
+    def clear_message(status):
+        """An input changed: a warning or a Stop message in the status line no longer applies."""
+        if isinstance(status, str) and (status.startswith("⚠️") or status.startswith("Stopped")):
+            return texts.READY
+        return gr.update()
+
+    def input_problems(self, video, photo, audio):
+        """(face note, speech note, status) before a job or a preview: what is missing or wrong, said once."""
+        face_note, speech_note = note(""), note(self.speech_problem(audio))
+        if not (video or photo):
+            face_note = note(texts.NEED_FACE)
+        elif photo and not video and str(photo) in self._faceless:
+            face_note = note(texts.NO_FACE_PHOTO)
+        if not audio:
+            speech_note = note(texts.NEED_SPEECH)
+        bad = face_note["visible"] or speech_note["visible"]
+        return face_note, speech_note, texts.CHECK_NOTES if bad else ""
+
+    def job_problem(self, exc: LipSyncError, face, audio):
+        """(face note, speech note, status) for an error a job or a preview raised, in the user's words."""
+        from lipsync.media.reader import is_image
+
+        face_note, speech_note = note(""), note("")
+        if isinstance(exc, NoFaceError):
+            face_note = note(face_problem(exc, is_image(Path(face))))
+        elif isinstance(exc, (AudioTooShortError, NoAudioError)) or (
+                isinstance(exc, InvalidMediaError) and Path(audio).name in str(exc)):
+            speech_note = note(plain(exc))
+        elif isinstance(exc, InvalidMediaError):
+            face_note = note(plain(exc))
+        else:  # about the server (weights, the comparison's models): said in the status line only
+            return face_note, speech_note, "⚠️ " + plain(exc)
+        return face_note, speech_note, texts.CHECK_NOTES
+
     def on_run(self, video, photo, audio, own_reference, reference_frame, preset, steps, scheduler, seed,
                batch_size, paste, length_policy, pads, audio_offset, detector, compare_wav2lip, wav2lip_video,
                score, mouth_zoom, compile_model, audio_guidance=1.0, request: gr.Request = None,
                progress=gr.Progress()):
         """Generate from the page. Returns (status, side by side, result, download, report table, scores,
-        report JSON, result tab, face note, speech note)."""
+        report JSON, result tab, face note, speech note, first frame). Never raises: every problem is said in
+        the status line or in the note beside its input."""
         skip = gr.update()
-        face_note, speech_note = note(""), note(self.speech_problem(audio))
-        if not (video or photo):
-            face_note = note("Upload a face video or a face photo first.")
-        if not audio:
-            speech_note = note("Upload or record some speech first.")
-        if not (video or photo) or not audio or speech_note["visible"]:
-            return ("⚠️ Something is missing or wrong above.", skip, skip, skip, skip, skip, skip, skip,
-                    face_note, speech_note)
-        options = self.make_options(
-            preset=preset, steps=steps, reference_frame=None if own_reference else reference_frame, seed=seed,
-            scheduler=scheduler, batch_size=batch_size, paste=paste, length_policy=length_policy, pads=pads,
-            audio_offset=audio_offset, detector=detector, compare_wav2lip=compare_wav2lip,
-            wav2lip_video=wav2lip_video if compare_wav2lip else None, score=score, mouth_zoom=mouth_zoom,
-            compile_model=compile_model, audio_guidance=audio_guidance)
+        face_note, speech_note, status = self.input_problems(video, photo, audio)
+        nothing = (skip,) * 7
+        if status:
+            return (status, *nothing, face_note, speech_note, skip)
+        problem = self.weights_problem()
+        if problem:
+            return (texts.WEIGHTS_MISSING.format(message=problem), *nothing, face_note, speech_note, skip)
         face = video or photo
         try:
+            options = self.make_options(
+                preset=preset, steps=steps, reference_frame=None if own_reference else reference_frame, seed=seed,
+                scheduler=scheduler, batch_size=batch_size, paste=paste, length_policy=length_policy, pads=pads,
+                audio_offset=audio_offset, detector=detector, compare_wav2lip=compare_wav2lip,
+                wav2lip_video=wav2lip_video if compare_wav2lip else None, score=score, mouth_zoom=mouth_zoom,
+                compile_model=compile_model, audio_guidance=audio_guidance)
             report, data = self.lipsync(face, audio, options, progress, request.session_hash or "")
+        except gr.Error as exc:  # a setting that cannot work (padding, the comparison's weights)
+            return ("⚠️ " + exc.message, *nothing, face_note, speech_note, skip)
         except JobCancelled:
-            return ("Stopped. Nothing was kept; change what you like and press Generate again.",
-                    skip, skip, skip, skip, skip, skip, skip, face_note, speech_note)
-        except (NoFaceError, AudioTooShortError, InvalidMediaError) as exc:
-            about_speech = isinstance(exc, (AudioTooShortError, NoAudioError)) or (
-                isinstance(exc, InvalidMediaError) and Path(audio).name in str(exc))
-            if about_speech:
-                speech_note = note(plain(exc))
-            else:
-                face_note = note(plain(exc))
-            return ("⚠️ " + plain(exc), skip, skip, skip, skip, skip, skip, skip, face_note, speech_note)
+            return (texts.STOPPED, *nothing, face_note, speech_note, skip)
         except LipSyncError as exc:
             logger.warning("lip-sync: %s", exc)
-            raise gr.Error(plain(exc), print_exception=False) from exc
+            face_note, speech_note, status = self.job_problem(exc, face, audio)
+            return (status, *nothing, face_note, speech_note, skip)
+        except Exception as exc:
+            logger.exception("lip-sync failed")
+            return (texts.UNEXPECTED.format(what="Generate", error=type(exc).__name__), *nothing, face_note,
+                    speech_note, skip)
         status = (f"Done in {data['seconds']['total']:.0f} s: {data['frames']} frames "
                   f"({data['duration_s']:.1f} s). Compare the mouths below, or download the result.")
         sbs = str(report.side_by_side) if report.side_by_side else None
         return (status, sbs, str(report.output), gr.update(value=str(report.output), interactive=True),
                 report_markdown(data), report.scores_markdown(), data, gr.update(selected="side-by-side"),
-                face_note, speech_note)
+                face_note, speech_note, self.first_frame(report.output))
+
+    @staticmethod
+    def first_frame(video) -> Optional[np.ndarray]:
+        """Frame 0 of a finished result (H, W, 3) uint8, for the First frame tab; None if it cannot be read."""
+        from lipsync.media.reader import read_frames
+
+        try:
+            return read_frames(video, [0])[0]
+        except (LipSyncError, OSError, IndexError):
+            return None
 
     def example_job(self, video, photo, audio):
         """An example's cached result: (side by side, result, report table) with the default settings."""
@@ -400,26 +494,35 @@ class Handlers:
             report, data = self.lipsync(video or photo, audio, options, lambda *a, **k: None, "examples")
         return str(report.side_by_side), str(report.output), report_markdown(data)
 
-    def on_stop(self, request: gr.Request):
-        """Stop this session's job; returns the status line once it has ended (or after 8 s)."""
-        if self.stops.stop(request.session_hash or ""):
-            return "Stopped. Nothing was kept; change what you like and press Generate again."
-        return "Nothing is running."
-
     def on_preview_first(self, video, photo, audio, own_reference, reference_frame, preset, steps, scheduler, seed,
                          batch_size, paste, length_policy, pads, audio_offset, detector):
-        """Frame 0 lip-synced, shown in the First frame tab."""
+        """Frame 0 lip-synced: (status, first frame, result tab, face note, speech note). Problems are said as
+        Generate says them."""
+        skip = gr.update()
+        face_note, speech_note, status = self.input_problems(video, photo, audio)
+        if status:
+            return status, skip, skip, face_note, speech_note
+        problem = self.weights_problem()
+        if problem:
+            return texts.WEIGHTS_MISSING.format(message=problem), skip, skip, face_note, speech_note
         face = video or photo
-        if not face:
-            raise gr.Error("Upload a face video or a face photo first.", print_exception=False)
-        if not audio:
-            raise gr.Error("Upload or record some speech first.", print_exception=False)
-        options = self.make_options(
-            preset=preset, steps=steps, reference_frame=None if own_reference else reference_frame, seed=seed,
-            scheduler=scheduler, batch_size=batch_size, paste=paste, length_policy=length_policy, pads=pads,
-            audio_offset=audio_offset, detector=detector)
-        with user_errors("the first-frame preview"):
-            return self.preview_job(face, audio, options), gr.update(selected="first-frame")
+        try:
+            options = self.make_options(
+                preset=preset, steps=steps, reference_frame=None if own_reference else reference_frame, seed=seed,
+                scheduler=scheduler, batch_size=batch_size, paste=paste, length_policy=length_policy, pads=pads,
+                audio_offset=audio_offset, detector=detector)
+            image = self.preview_job(face, audio, options)
+        except gr.Error as exc:
+            return "⚠️ " + exc.message, skip, skip, face_note, speech_note
+        except LipSyncError as exc:
+            logger.warning("first-frame preview: %s", exc)
+            face_note, speech_note, status = self.job_problem(exc, face, audio)
+            return status, skip, skip, face_note, speech_note
+        except Exception as exc:
+            logger.exception("first-frame preview failed")
+            return (texts.UNEXPECTED.format(what="The preview", error=type(exc).__name__), skip, skip, face_note,
+                    speech_note)
+        return texts.PREVIEW_DONE, image, gr.update(selected="first-frame"), face_note, speech_note
 
 
 PRESET_CHOICES = [(f"{p.name}: {p.description}", p.name) for p in PRESETS.values()] + \

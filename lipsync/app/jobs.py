@@ -1,4 +1,4 @@
-"""Jobs of the app: one folder each, a Stop that ends them, and one progress bar with stage, step and ETA."""
+"""Jobs of the app: one folder each, a Stop that ends them, and one progress bar with stage, step and time left."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional
 
-from lipsync.app.estimates import format_duration
+from lipsync.app.estimates import TimeLeft, format_time_left
 
 STAGE_NAMES = {"audio": "reading the speech", "decode": "reading the video", "detect": "finding the face",
                "diffusion": "lip-syncing", "paste": "lip-syncing", "wav2lip": "running Wav2Lip",
@@ -54,22 +54,29 @@ class StopSwitch:
     """Per browser session: a flag that Stop raises and the session's running job checks."""
 
     def __init__(self):
-        self._jobs: Dict[str, Tuple[threading.Event, threading.Event]] = {}  # session: (stop, done)
+        self._jobs: Dict[str, threading.Event] = {}  # session: the stop flag of its running job
+        self._done: Dict[threading.Event, threading.Event] = {}  # stop flag: set when that job has ended
         self._lock = threading.Lock()
 
     def start(self, session: str) -> threading.Event:
         """A fresh, lowered stop flag for the job ``session`` starts now."""
         with self._lock:
-            stop, done = self._jobs[session] = (threading.Event(), threading.Event())
+            stop = self._jobs[session] = threading.Event()
+            self._done[stop] = threading.Event()
             return stop
+
+    def running(self, session: str) -> bool:
+        """Whether a job of ``session`` is running now."""
+        with self._lock:
+            return session in self._jobs
 
     def stop(self, session: str, wait: float = 8.0) -> bool:
         """Raise the flag of ``session``'s job and wait up to ``wait`` s for it to end; False when none runs."""
         with self._lock:
-            job = self._jobs.get(session)
-        if job is None:
+            stop = self._jobs.get(session)
+            done = self._done.get(stop) if stop is not None else None
+        if stop is None or done is None:
             return False
-        stop, done = job
         stop.set()
         done.wait(wait)
         return True
@@ -77,31 +84,38 @@ class StopSwitch:
     def finish(self, session: str, flag: threading.Event) -> None:
         """The job that ``start`` gave ``flag`` has ended (and cleaned up)."""
         with self._lock:
-            job = self._jobs.get(session)
-            if job is not None and job[0] is flag:
+            if self._jobs.get(session) is flag:
                 del self._jobs[session]
-        if job is not None:
-            job[1].set()
+            done = self._done.pop(flag, None)
+        if done is not None:
+            done.set()
 
 
 def progress_reporter(progress: Callable, stop: Optional[threading.Event] = None,
-                      clock: Callable[[], float] = time.monotonic):
+                      time_left: Optional[TimeLeft] = None):
     """Map the engine's ``progress(stage, fraction, message)`` onto one progress bar ``progress(value, desc=)``.
 
-    The text names the stage and the engine's message (e.g. "diffusion step 3/25, frame 40/240") and, once
-    a few percent are done, the time left. Raises ``JobCancelled`` as soon as ``stop`` is set.
+    The text names the stage and the engine's message (e.g. "diffusion step 3/25, frame 40/240") and, when
+    ``time_left`` (a ``TimeLeft`` started with the job) knows it, the time left; the bar then shows the time
+    spent over the time spent and left (never moving back), else a fixed share per stage. Raises
+    ``JobCancelled`` as soon as ``stop`` is set.
     """
-    start = clock()
+    shown = [0.0]
 
     def report(stage: str, fraction: float, message: str) -> None:
         if stop is not None and stop.is_set():
             raise JobCancelled("stopped")
+        fraction = min(max(fraction, 0.0), 1.0)
         lo, hi = STAGE_SPANS.get(stage, (0.0, 1.0))
-        value = lo + (hi - lo) * min(max(fraction, 0.0), 1.0)
+        value = lo + (hi - lo) * fraction
         text = f"{STAGE_NAMES.get(stage, stage)}: {message}"
-        elapsed = clock() - start
-        if 0.15 < value < 1.0 and elapsed > 2:
-            text += f" ({format_duration(elapsed * (1 - value) / value)} left)"
-        progress(value, desc=text)
+        left = time_left(stage, fraction) if time_left is not None else None
+        if left is not None:
+            spent = time_left.clock() - time_left.started
+            value = spent / (spent + left) if spent + left > 0 else value
+            if left >= 1.0:
+                text += f" ({format_time_left(left)} left)"
+        shown[0] = max(shown[0], min(value, 1.0))
+        progress(shown[0], desc=text)
 
     return report

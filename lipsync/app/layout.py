@@ -1,10 +1,12 @@
 """The page: a header, examples, four numbered steps beside one result area, and the typed API.
 
-``build_demo(engine)`` builds it around a ``LipSyncEngine`` without loading any model.
+``build_demo(engine)`` builds it around a ``LipSyncEngine`` without loading any model. On a wide screen the
+result area stays in view beside the steps (sticky); on a phone it sits below them and Generate scrolls to it.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -25,23 +27,68 @@ if not ASSETS.is_dir():  # installed with pip: the examples ship inside the pack
 EXAMPLES = [[str(ASSETS / "example_face.mp4"), None, str(ASSETS / "example_speech.wav")],
             [None, str(ASSETS / "example_face.png"), str(ASSETS / "example_speech.wav")]]
 
-CSS = """
-.step-tip { color: var(--body-text-color); opacity: 0.75; font-size: var(--text-md); }
-@media (min-width: 900px) { #results { position: sticky; top: 8px; align-self: flex-start; } }
-#info { padding: 8px 12px; border-radius: 8px; background: var(--background-fill-secondary); }
-#face-message, #speech-message { color: #b45309; font-weight: 600; }
-#job-status { min-height: 64px; }
-#consent { font-size: var(--text-sm); }
-@media (max-width: 640px) {
-  #examples table { table-layout: fixed; width: 100%; }
-  #examples td, #examples th { word-break: break-word; padding: 4px; }
-}
+logger = logging.getLogger("diff2lip.app")
+
+HINT_LIGHT, HINT_DARK = "#52525b", "#a1a1aa"  # hints and footer: 7.7:1 on white, 7.6:1 on Gradio's dark grey
+WARNING_LIGHT, WARNING_DARK = "#b45309", "#fbbf24"  # amber notes: 5.0:1 on white, 10:1 on the dark background
+
+CSS = f"""
+:root, .gradio-container {{ --block-info-text-color: {HINT_LIGHT}; --body-text-color-subdued: {HINT_LIGHT}; }}
+.dark, .dark .gradio-container {{ --block-info-text-color: {HINT_DARK}; --body-text-color-subdued: {HINT_DARK}; }}
+.step-tip {{ color: var(--body-text-color); font-size: var(--text-md); }}
+footer, footer a, footer button {{ color: var(--body-text-color-subdued) !important; }}
+/* sticky needs an ancestor that clips without scrolling (clip, not Gradio's hidden); rules outside @media
+   reach the container itself, Gradio scopes those inside @media to the page's content */
+.gradio-container {{ overflow: clip !important; }}
+@media (min-width: 900px) {{ #results {{ position: sticky; top: 8px; align-self: flex-start; }} }}
+#info {{ padding: 8px 12px; border-radius: 8px; background: var(--background-fill-secondary); }}
+#face-message, #face-message *, #speech-message, #speech-message *, #weights-message, #weights-message * {{
+  color: {WARNING_LIGHT} !important; font-weight: 700; }}
+.dark #face-message *, .dark #speech-message *, .dark #weights-message * {{ color: {WARNING_DARK} !important; }}
+#job-status {{ min-height: 64px; }}
+#consent {{ font-size: var(--text-sm); }}
+input[type=radio]:focus-visible, input[type=checkbox]:focus-visible, input[type=range]:focus-visible {{
+  outline: 3px solid #2563eb !important; outline-offset: 2px !important; }}
+@media (max-width: 640px) {{
+  #examples table {{ table-layout: fixed; width: 100%; }}
+  #examples td, #examples th {{ word-break: break-word; padding: 4px; }}
+}}
 """
 
-# on a phone the results sit below the controls: bring them into view when a job starts
+# on a phone the results sit below the controls: bring them into view when a job or a preview starts
 SCROLL_TO_RESULTS_JS = """(...args) => {
     if (window.innerWidth < 900) document.getElementById('results')?.scrollIntoView({behavior: 'smooth'});
     return args;
+}"""
+
+# Stop pressed: Generate is off at once, before the server has answered (a click then would be lost)
+STOPPING_JS = """(...args) => { const run = document.getElementById('run'); if (run) run.disabled = true; return args; }"""
+
+# Runs once on page load: the status line is announced to screen readers; the reference slider answers the
+# keyboard as it answers the mouse (Enter in its number box, arrow keys on its track: "released"); the browser's
+# own "Video not playable" toast goes, since the note beside the video says what is wrong with the file.
+PAGE_JS = """() => {
+    const announce = () => {
+        const status = document.getElementById('job-status');
+        if (status && !status.hasAttribute('aria-live')) {
+            status.setAttribute('aria-live', 'polite');
+            status.setAttribute('role', 'status');
+        }
+    };
+    announce();
+    document.addEventListener('keyup', (event) => {
+        const target = event.target;
+        if (!target.closest || !target.closest('#reference-frame')) return;
+        if (target.type === 'number' && event.key === 'Enter') target.blur();
+        if (target.type === 'range' && /^(Arrow|Page|Home|End)/.test(event.key))
+            target.dispatchEvent(new PointerEvent('pointerup', {bubbles: true}));
+    });
+    new MutationObserver(() => {
+        announce();
+        for (const toast of document.querySelectorAll('.toast-body')) {
+            if (/Video not playable/.test(toast.textContent)) toast.querySelector('.toast-close')?.click();
+        }
+    }).observe(document.body, {childList: true, subtree: true});
 }"""
 
 
@@ -65,12 +112,17 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
     h = Handlers(engine, max_seconds=max_seconds, keep_jobs=keep_jobs, jobs_dir=jobs_dir,
                  wav2lip_checkpoint=wav2lip_checkpoint, syncnet_checkpoint=syncnet_checkpoint, sync_expert=sync_expert)
     available = h.availability()
+    weights_problem = h.weights_problem()  # checked again on every page load
+    if weights_problem:
+        logger.warning("%s The page says so, and Generate is off until the weights are there.", weights_problem)
 
-    with warnings.catch_warnings():  # css given to Blocks (not launch) still works; keep the log quiet
+    with warnings.catch_warnings():  # css and js given to Blocks (not launch) still work; keep the log quiet
         warnings.simplefilter("ignore")
-        demo = gr.Blocks(title="Diff2Lip Studio", delete_cache=(1800, 3600), css=CSS)
+        demo = gr.Blocks(title="Diff2Lip Studio", delete_cache=(1800, 3600), css=CSS, js=PAGE_JS)
     with demo:
         gr.Markdown(texts.HEADER, elem_id="header")
+        shown = h.weights_note(weights_problem)
+        weights_message = gr.Markdown(shown["value"], visible=shown["visible"], elem_id="weights-message")
         gr.Markdown(texts.CONSENT, elem_id="consent")
 
         # inputs are made first (unrendered) so the examples can sit above them
@@ -105,7 +157,8 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
 
                 gr.Markdown(texts.step_title("check"), elem_id="step-check")
                 face_check = gr.Image(label="Face check", interactive=False, elem_id="face-check", height=260,
-                                      show_label=False)
+                                      show_label=False, alt_text="Face check: the face found, boxed in green, "
+                                                                 "and the shaded region the model repaints")
                 own_reference = gr.Checkbox(value=True, label="Each frame is its own reference",
                                             info="the paper's setting; untick to show the model one chosen frame",
                                             elem_id="own-reference")
@@ -162,9 +215,11 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
                                                info="above 1: the mouth follows the speech more strongly (twice "
                                                     "the model calls); 1: the paper's sampler")
                 with gr.Row():
-                    preview_button = gr.Button("Preview first frame", elem_id="preview-first", scale=2)
-                    run_button = gr.Button("Generate", variant="primary", elem_id="run", scale=2)
-                    stop_button = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
+                    preview_button = gr.Button("Preview first frame", elem_id="preview-first", scale=2,
+                                               interactive=not weights_problem)
+                    run_button = gr.Button("Generate", variant="primary", elem_id="run", scale=2,
+                                           interactive=not weights_problem)
+                    stop_button = gr.Button("Stop", variant="stop", elem_id="stop", scale=1, interactive=False)
 
             with gr.Column(scale=1, min_width=340, elem_id="results"):
                 status = gr.Markdown(texts.READY, elem_id="job-status")
@@ -175,7 +230,8 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
                         result.render()
                     with gr.Tab("First frame", id="first-frame"):
                         first_frame = gr.Image(label="First frame, lip-synced", interactive=False,
-                                               elem_id="first-frame", height=480)
+                                               elem_id="first-frame", height=480,
+                                               alt_text="The first frame of the result, lip-synced")
                     with gr.Tab("Report", id="report-tab"):
                         report_md.render()
                         scores = gr.Markdown(elem_id="scores")
@@ -225,15 +281,19 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
         face_inputs = [video, photo, own_reference, reference_frame, detector, pads]
         frames = gr.State(1)  # frames of the face upload (1: a photo)
         face_outputs = [reference_frame, face_check, face_message, face_tabs, frames]
-        for face_input in (video, photo):
+        for face_input, other in ((video, photo), (photo, video)):
             refresh_info(face_input.change(h.on_face, face_inputs, face_outputs, concurrency_id="preview", **private))
-        check_inputs = [video, photo, reference_frame, detector, pads]
-        check_outputs = [reference_frame, face_check, face_message]
-        # a typed number arrives unchecked (preprocess=False): clamp it first, then check that frame
+            face_input.upload(lambda: None, None, other, queue=False, **private)  # one face at a time: the newest
+        check_inputs = [video, photo, own_reference, reference_frame, detector, pads]
+        check_outputs = [face_check, face_message]
+        # the slider: a value out of range (typed) is clamped, nothing else is written back; the face check
+        # follows when it is released (mouse, touch, or Enter and the arrow keys: PAGE_JS)
         reference_frame.input(h.clamp_frame, [reference_frame, frames], reference_frame, preprocess=False,
-                              trigger_mode="always_last", show_progress="hidden", **private).then(
-            h.on_reference, check_inputs, check_outputs, concurrency_id="preview", show_progress="minimal", **private)
-        own_reference.change(lambda own: gr.update(visible=not own), own_reference, reference_frame, **private)
+                              trigger_mode="always_last", show_progress="hidden", queue=False, **private)
+        reference_frame.release(h.on_reference, check_inputs, check_outputs, concurrency_id="preview",
+                                trigger_mode="always_last", show_progress="minimal", **private)
+        own_reference.change(lambda own: gr.update(visible=not own), own_reference, reference_frame, **private).then(
+            h.on_reference, check_inputs, check_outputs, concurrency_id="preview", **private)
         detector.change(h.on_reference, check_inputs, check_outputs, concurrency_id="preview", **private)
         pads.submit(h.on_reference, check_inputs, check_outputs, concurrency_id="preview", **private)
         refresh_info(audio.change(h.on_speech, audio, speech_message, show_progress="hidden", **private))
@@ -243,18 +303,30 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
                 h.on_info_timed, info_inputs, info, concurrency_id="model", show_progress="hidden", **private)
         refresh_info(compare_wav2lip.change(lambda on: gr.update(visible=on), compare_wav2lip, wav2lip_video,
                                             **private))
-        demo.load(h.comparison_controls, None, [compare_wav2lip, wav2lip_note, score, syncnet_note], **private)
-
         job_inputs = [video, photo, audio, own_reference, reference_frame, preset, steps, scheduler, seed, batch_size,
                       paste, length_policy, pads, audio_offset, detector]
-        preview_button.click(h.on_preview_first, job_inputs, [first_frame, result_tabs], concurrency_id="model",
-                             **private)
+        extra_inputs = [compare_wav2lip, wav2lip_video, score, mouth_zoom, compile_model, audio_guidance]
+        # a warning or a Stop message in the status line no longer applies once an input changes
+        for control in (c for c in (*job_inputs, *extra_inputs) if c is not reference_frame):  # (dragged: often)
+            control.change(h.clear_message, status, status, queue=False, show_progress="hidden", **private)
+        demo.load(h.on_load, None, [weights_message, run_button, preview_button, compare_wav2lip, wav2lip_note, score,
+                                    syncnet_note], **private)
+
+        preview_button.click(h.on_preview_first, job_inputs,
+                             [status, first_frame, result_tabs, face_message, speech_message], concurrency_id="model",
+                             show_progress_on=[status], js=SCROLL_TO_RESULTS_JS, **private)
+        # Generate: the old results go and Generate is off at once, then the job, then Generate is on again
+        shown_results = [side_by_side, result, download, report_md, scores, report_json, first_frame]
         run_event = run_button.click(
-            h.on_run,
-            [*job_inputs, compare_wav2lip, wav2lip_video, score, mouth_zoom, compile_model, audio_guidance],
+            h.on_start, None, [status, *shown_results, run_button, stop_button], queue=False, show_progress="hidden",
+            js=SCROLL_TO_RESULTS_JS, **private).then(
+            h.on_run, [*job_inputs, *extra_inputs],
             [status, side_by_side, result, download, report_md, scores, report_json, result_tabs, face_message,
-             speech_message], concurrency_id="model", show_progress_on=[status], js=SCROLL_TO_RESULTS_JS, **private)
-        run_event.then(h.on_info, info_inputs, info, show_progress="hidden", **private)
-        stop_button.click(h.on_stop, None, status, cancels=[run_event], queue=False, **private)
+             speech_message, first_frame], concurrency_id="model", show_progress_on=[status], **private)
+        run_event.then(h.on_finish, None, [run_button, stop_button], queue=False, show_progress="hidden", **private).then(h.on_info, info_inputs, info, show_progress="hidden", **private)
+        # Stop: Generate and Stop are off until the job has ended (a job waiting for its turn leaves the queue)
+        stop_button.click(h.on_stopping, None, [run_button, stop_button], queue=False, show_progress="hidden",
+                          cancels=[run_event], js=STOPPING_JS, **private)
+        stop_button.click(h.on_stop, status, status, queue=False, show_progress="hidden", **private)
     demo.queue(max_size=queue_size, default_concurrency_limit=1)
     return demo

@@ -13,7 +13,7 @@ def report_data(report: JobReport, options: JobOptions, plan: Optional[ClipPlan]
 
     Keys: frames, fps, duration_s, size, length (how the video covered the speech), faces (found /
     interpolated / missing in the source frames used, with an explanation), seconds (total and per
-    stage), settings, scores (LSE-D / LSE-C per video, when scored).
+    stage), settings, scores (LSE-D / LSE-C per video, when scored), warnings (e.g. damaged frames).
     """
     used = len(report.valid) if report.valid is not None else report.faces_found + report.faces_missing
     total = round(sum(report.seconds.values()), 2)
@@ -40,6 +40,7 @@ def report_data(report: JobReport, options: JobOptions, plan: Optional[ClipPlan]
                      "detector": options.detector, "compare_wav2lip": options.with_wav2lip,
                      "score": options.score, "mouth_zoom": options.mouth_zoom},
         "scores": report.scores,
+        "warnings": list(report.warnings),  # e.g. frames that could not be decoded cleanly
     }
 
 
@@ -59,5 +60,6 @@ def report_markdown(data: Dict[str, Any]) -> str:
         ("Settings", f"{settings['preset']}: {settings['scheduler']} {settings['steps']} steps, seed "
                      f"{settings['seed']}, reference {reference}, paste {settings['paste']}"),
     ]
+    rows += [("Warning", warning) for warning in data.get("warnings", [])]
     table = "| Item | Value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
     return table + f"\n\n<small>{faces['explanation']}.</small>"

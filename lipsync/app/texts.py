@@ -1,4 +1,8 @@
-"""The words on the page: header, links, consent notice, step titles and tips, plain-language notes."""
+"""The words on the page: header, links, consent notice, step titles and tips, and one wording per problem.
+
+Problems are said in the user's terms (the photo, the video, the speech), once, in one place: the note beside
+the input they concern, or the status line above the results.
+"""
 
 CODE_URL = "https://github.com/soumik-kanad/diff2lip"
 PAPER_URL = "https://arxiv.org/abs/2308.09716"
@@ -27,6 +31,33 @@ WAV2LIP_UNAVAILABLE = "Wav2Lip weights are not available on this server, so the 
 SYNCNET_UNAVAILABLE = "SyncNet weights are not available on this server, so the lip-sync score is off."
 
 READY = "Ready. Results appear here."
+STARTING = "Starting the job…"
+STOPPING = "Stopping…"
+STOPPED = "Stopped. Nothing was kept; change what you like and press Generate again."
+CHECK_NOTES = "⚠️ Something is missing or wrong above: see the note beside it."
+PREVIEWING = "Lip-syncing the first frame…"
+PREVIEW_DONE = "The first frame, lip-synced, is in the First frame tab."
+
+# the Diff2Lip weights: the header's note when they cannot be had (``message`` is the command line's)
+WEIGHTS_MISSING = ("⚠️ **Generate is off: this server has no Diff2Lip weights.** {message} Then start the app "
+                   "again.")
+
+# one wording per problem
+NEED_FACE = "Upload a face video or a face photo first."
+NEED_SPEECH = "Upload or record some speech first."
+NO_FACE_PHOTO = "No face was found in this photo. Use a photo where one face is clearly visible and facing the camera."
+NO_FACE_VIDEO = ("No face was found in this video. Use a video where the face is clearly visible and facing the "
+                 "camera, or choose another face detector under Advanced.")
+NO_FACE_IN_FRAME = ("No face was found in frame {index} of this video. Choose another reference frame, or a video "
+                    "where the face is clearly visible.")
+MOUTH_OUT_PHOTO = "The mouth is outside the picture in this photo. Use a photo where the whole mouth is visible."
+MOUTH_OUT_VIDEO = ("The mouth is outside the picture in this video. Use a video where the whole mouth is "
+                   "visible.")
+MOUTH_OUT_IN_FRAME = ("The mouth is outside the picture in frame {index} of this video. Choose another reference "
+                      "frame.")
+SPEECH_TOO_SHORT = "This speech is {seconds:.2f} s long; at least {minimum:g} s is needed. Upload or record a longer one."
+SPEECH_TOO_LONG = "This speech is {seconds:.1f} s long; this server takes at most {maximum:g} s. Trim it and upload it again."
+UNEXPECTED = "⚠️ {what} failed unexpectedly ({error}). Please try again; the details are in the server log."
 
 
 def step_title(key: str) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 from lipsync.console import quiet_native_stderr
 from lipsync.errors import CheckpointMismatchError, WeightsUnavailableError
 from lipsync.media.boxes import box_centre, box_iou
+from lipsync.media.keypoints import KEYPOINT_NAMES, MOUTH  # noqa: F401  (re-exported: rows' keypoint layout)
 
 
 @runtime_checkable
@@ -78,6 +79,19 @@ def _to_frame_coords(dets: np.ndarray, sx: float, sy: float, shape: tuple[int, .
     return dets[np.argsort(-dets[:, 4], kind="stable")]
 
 
+def _face_check(verify: bool):
+    """A :class:`lipsync.media.face_check.FaceMeshCheck` when ``verify`` (None without mediapipe, or when not asked)."""
+    if not verify:
+        return None
+    try:
+        from lipsync.media.face_check import FaceMeshCheck
+
+        return FaceMeshCheck()
+    except ImportError:  # S3FD without mediapipe: no check (the mediapipe detector needs the package anyway)
+        logging.getLogger(__name__).warning("mediapipe is not installed: detections are not checked by FaceMesh")
+        return None
+
+
 class S3FDDetector:
     """face_alignment's S3FD detector (the one Wav2Lip and Diff2Lip use), run in batches.
 
@@ -90,6 +104,8 @@ class S3FDDetector:
         max_size: frames are downscaled so that their longer side is <= max_size before
             detection; boxes are scaled back to full-frame pixels.
         threshold: minimum score in [0, 1] of a kept box (face_alignment's default 0.5).
+        verify: keep only boxes where MediaPipe FaceMesh finds a face (:mod:`lipsync.media.face_check`;
+            logos and posters are turned away); skipped when mediapipe is not installed.
 
     Raises:
         WeightsUnavailableError: the weights cannot be downloaded or read.
@@ -105,6 +121,7 @@ class S3FDDetector:
         batch_size: int = 8,
         max_size: int = 640,
         threshold: float = 0.5,
+        verify: bool = True,
     ) -> None:
         if not any(kind in str(device) for kind in ("cpu", "cuda", "mps")):
             raise ValueError(f"device {device!r} is not supported by S3FD; use 'cpu', 'cuda' or 'mps'")
@@ -148,6 +165,7 @@ class S3FDDetector:
                 f"{path} is not an S3FD state dict ({str(exc).splitlines()[0]}); pass face-alignment's "
                 "s3fd-619a316812.pth, or path_to_detector=None to download it"
             ) from exc
+        self._check = _face_check(verify)
 
     def detect(self, frames: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
         """Detect faces.
@@ -171,8 +189,8 @@ class S3FDDetector:
             tensor = torch.from_numpy(np.stack(smalls)).permute(0, 3, 1, 2).float()  # (B, 3, h, w) RGB 0..255
             per_frame = self._detector.detect_from_batch(tensor)
             for dets, (sx, sy), frame in zip(per_frame, scales, batch):
-                rows = np.asarray(dets, dtype=np.float64).reshape(-1, 5)
-                results.append(_to_frame_coords(rows, sx, sy, frame.shape))
+                rows = _to_frame_coords(np.asarray(dets, dtype=np.float64).reshape(-1, 5), sx, sy, frame.shape)
+                results.append(rows if self._check is None else self._check.filter(frame, rows))
         return results
 
 
@@ -351,10 +369,6 @@ def _landmark_rows_to_frame(dets: np.ndarray, sx: float, sy: float, shape: tuple
     return dets[np.argsort(-dets[:, 4], kind="stable")]
 
 
-KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
-"""Names of the keypoints that follow x1, y1, x2, y2, score in a detection row of a detector with
-landmarks: keypoint j is at columns (5 + 2j, 6 + 2j), in full-frame pixels (not clipped to the frame)."""
-MOUTH = KEYPOINT_NAMES.index("mouth")
 
 
 class MediaPipeDetector:
@@ -388,6 +402,8 @@ class MediaPipeDetector:
         max_size: frames are downscaled (INTER_AREA) so that their longer side is <= max_size for
             step 1 (the models work on 128 and 192 px inputs anyway).
         refine: run step 2 (False: about half the time, boxes jitter a little more).
+        verify: keep only faces where MediaPipe FaceMesh finds a face mesh that matches the box and the
+            keypoints (:mod:`lipsync.media.face_check`): a logo or a poster gets no mouth.
 
     Raises:
         WeightsUnavailableError: the mediapipe package (with its bundled models) is not installed.
@@ -398,7 +414,7 @@ class MediaPipeDetector:
     _CROP = 2.5  # refinement crop side / face side
     _CROP_PIXELS = 256  # refinement crops are resized to at most this side
 
-    def __init__(self, threshold: float = 0.5, max_size: int = 640, refine: bool = True) -> None:
+    def __init__(self, threshold: float = 0.5, max_size: int = 640, refine: bool = True, verify: bool = True) -> None:
         if not 0 < threshold < 1 or max_size < 32:
             raise ValueError(f"need 0 < threshold < 1 and max_size >= 32 (got {threshold}, {max_size})")
         try:
@@ -420,6 +436,7 @@ class MediaPipeDetector:
                 graph = face_detection.FaceDetection(model_selection=selection, min_detection_confidence=threshold)
                 graph.process(np.zeros((64, 64, 3), np.uint8))  # the first run prints TFLite's start-up lines
                 self._graphs[model] = graph
+        self._check = _face_check(verify)
 
     def _run(self, model: str, image: np.ndarray) -> np.ndarray:
         """(k, 17) detections of one model on one (h, w, 3) RGB image, in that image's pixels."""
@@ -500,13 +517,14 @@ class MediaPipeDetector:
         Returns:
             N float64 arrays (k, 17): x1, y1, x2, y2 (full-frame pixels, clipped to the frame),
             score in [0, 1], then x, y of each of :data:`KEYPOINT_NAMES` (full-frame pixels, may
-            lie outside the frame); rows sorted by descending score.
+            lie outside the frame); rows sorted by descending score. With ``verify``, rows that FaceMesh does not
+            take for a face are left out (call it on consecutive frames: verdicts are reused along a track).
         """
         results = []
         for frame in _as_frame_list(frames):
             with self._lock:
-                dets = self._detect_one(frame)
-            results.append(_landmark_rows_to_frame(dets, 1.0, 1.0, frame.shape))
+                dets = _landmark_rows_to_frame(self._detect_one(frame), 1.0, 1.0, frame.shape)
+            results.append(dets if self._check is None else self._check.filter(frame, dets))
         return results
 
 

@@ -7,8 +7,10 @@ Every subprocess takes an argument list; nothing goes through a shell.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -193,6 +195,129 @@ def iter_frames(
             kill_process(proc)
             if proc.stdout is not None and not proc.stdout.closed:
                 proc.stdout.close()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Damaged input
+
+
+@dataclass
+class DecodeDamage:
+    """Frames of a video that could not be decoded cleanly: ``ranges`` of (first, last) frame indices, inclusive,
+    in the numbering of :func:`iter_frames`, at ``fps``."""
+
+    ranges: list
+    fps: float
+
+    @property
+    def frames(self) -> int:
+        """Number of damaged frames."""
+        return sum(last - first + 1 for first, last in self.ranges)
+
+    def describe(self) -> str:
+        """In words, e.g. "frames 170–201 could not be decoded cleanly (5.7–6.7 s)" ("" when there is no damage)."""
+        if not self.ranges:
+            return ""
+        spans = [(f"{a}" if a == b else f"{a}–{b}", f"{a / self.fps:.1f}–{(b + 1) / self.fps:.1f} s")
+                 for a, b in self.ranges]
+        noun = "frame" if len(spans) == 1 and "–" not in spans[0][0] else "frames"
+        if len(spans) == 1:
+            return f"{noun} {spans[0][0]} could not be decoded cleanly ({spans[0][1]})"
+        listed = ", ".join(f"{frames} ({seconds})" for frames, seconds in spans[:-1])
+        return f"{noun} {listed} and {spans[-1][0]} ({spans[-1][1]}) could not be decoded cleanly"
+
+
+def decode_damage(path: str | Path, info: VideoInfo | None = None, count: int | None = None) -> DecodeDamage:
+    """Find the frames of a video that could not be decoded cleanly (a damaged or half-overwritten file).
+
+    One ffprobe pass decodes the video stream on one thread, packet by packet, and attaches the decoder's error
+    messages to the next frame it delivers (``-show_log``); so the packet sent just before that frame is the
+    one that failed. Nothing is reported unless the decoder reported an error. A frame is damaged when its
+    packet failed or produced no picture (the stream freezes there), and so is every later packet in decoding
+    order up to the next keyframe: those pictures are predicted from the damaged ones (block damage).
+    Timestamps map to :func:`iter_frames`'s numbering (time 0 is the first decoded frame, constant
+    ``info.fps``); frames past the last decodable one are not counted.
+
+    Args:
+        path: video file.
+        info: the result of :func:`probe_video` (probed here when None).
+        count: only frames [0, count) matter (None: the whole video); decoding stops a second after them.
+    Returns:
+        :class:`DecodeDamage` (empty ``ranges`` for a clean file).
+    """
+    path = Path(path)
+    if info is None:
+        info = probe_video(path)
+    fps = float(info.fps)
+    interval = ["-read_intervals", f"%+{count / fps + 1:.3f}"] if count is not None else []
+    cmd = [find_ffprobe(), "-v", "error", "-threads", "1", "-show_log", "16", "-select_streams", "v:0", *interval,
+           "-show_entries", "packet=pts,flags:frame=best_effort_timestamp", "-of", "json", str(path)]
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    try:
+        items = json.loads(proc.stdout.decode("utf-8", "replace") or "{}").get("packets_and_frames", [])
+    except ValueError:  # ffprobe stopped half-way through its output
+        items = []
+    frames = [int(x["best_effort_timestamp"]) for x in items
+              if x.get("type") == "frame" and x.get("best_effort_timestamp") is not None]
+    if not frames or not (proc.stderr.strip() or any(x.get("logs") for x in items)):
+        return DecodeDamage([], fps)
+    decoded = set(frames)
+    origin = first_frame_pts(path, info)
+    origin = min(decoded) if origin is None else origin
+    packets: list = []  # (pts or None, keyframe) in decoding order
+    bad: set = set()  # indices into packets
+    for item in items:
+        if item.get("type") == "packet":
+            pts = item.get("pts")
+            packets.append((None if pts is None else int(pts), "K" in item.get("flags", "")))
+            if pts is not None and int(pts) not in decoded and int(pts) >= origin:
+                bad.add(len(packets) - 1)  # no picture came out of it
+        elif item.get("logs") and packets:
+            bad.add(len(packets) - 1)  # the decoder complained while decoding the last packet sent
+
+    def index(pts: int) -> int:
+        return round(float(Fraction(pts - origin) * info.time_base * info.fps))
+
+    last = index(max(decoded)) if count is None else min(index(max(decoded)), count - 1)
+    damaged: set = set()
+    shown = sorted(decoded)
+    for a, b in zip(shown[:-1], shown[1:]):  # packets the demuxer skipped (MPEG-PS resyncs): a hole in time
+        if index(b) - index(a) > 1:
+            damaged.update(range(index(a) + 1, index(b)))
+            bad.update(i for i, (pts, key) in enumerate(packets) if pts == b and not key)  # predicted from them
+    for i in sorted(bad):
+        j = i
+        while j < len(packets) and (j == i or not packets[j][1]):  # up to the next keyframe
+            if packets[j][0] is not None and 0 <= index(packets[j][0]) <= last:
+                damaged.add(index(packets[j][0]))
+            j += 1
+    return DecodeDamage(_index_ranges(sorted(i for i in damaged if 0 <= i <= last)), fps)
+
+
+def damage_warnings(path: str | Path, info: VideoInfo | None, count: int | None = None, strict: bool = False) -> list:
+    """The job's warnings about frames [0, count) of a video that do not decode cleanly (:func:`decode_damage`).
+
+    Returns:
+        [] for a clean video, else one line such as "frames 170–201 could not be decoded cleanly (5.7–6.7 s)".
+    Raises:
+        InvalidMediaError: ``strict`` and some frames are damaged.
+    """
+    text = decode_damage(path, info, count).describe()
+    if text and strict:
+        raise InvalidMediaError(f"{Path(path).name}: {text}; re-encode or download the video again, or run "
+                                "without --strict to lip-sync it anyway")
+    return [text] if text else []
+
+
+def _index_ranges(indices: Sequence[int]) -> list:
+    """[(first, last), ...] of runs of consecutive integers in sorted ``indices``."""
+    ranges: list = []
+    for i in indices:
+        if ranges and i == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], i)
+        else:
+            ranges.append((i, i))
+    return ranges
 
 
 def read_frames(path: str | Path, indices: Sequence[int], info: VideoInfo | None = None) -> np.ndarray:

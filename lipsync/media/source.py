@@ -1,19 +1,27 @@
 """A clip as the engine reads it: :class:`FrameSource` (a video decoded on demand, or a still photo as one
-frame), and the first pass over it: :func:`detect_frames` (detections only, chunk by chunk) and
-:func:`track_faces` (the boxes the engine crops with).
+frame), and the first pass over it: :func:`detect_frames` (detections, plus what the face choice needs:
+each frame's change for the cut test, each face's appearance and mouth patch; chunk by chunk, no frame is
+kept) and :func:`face_track` / :func:`track_faces` (the boxes the engine crops with, shot by shot).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from lipsync.errors import NoAudioError
+from lipsync.media import audio as audio_io
+from lipsync.media.identity import face_descriptors
 from lipsync.media.probe import probe_video
 from lipsync.media.reader import is_image, iter_frames, read_image
+from lipsync.media.shots import ChangeMeter, find_cuts, shot_bounds
+from lipsync.media.speaker import choose_rows
 from lipsync.media.stages import StageTimer
+from lipsync.media.talking import mouth_patches, speech_envelope
 from lipsync.media.tracking import FaceConfig, boxes_from_detections
 
 IMAGE_FPS = Fraction(25)  # a still photo becomes a 25 fps clip
@@ -76,9 +84,46 @@ class FrameSource:
         self._buffer = self._buffer[:0]
 
 
+class ClipDetections(list):
+    """Per-frame detections of a clip (a list of (k, 5+) arrays, as detectors return them) that also carries,
+    frame for frame: ``changes`` (N,) the frame's change from the previous one (lipsync.media.shots),
+    ``descriptors`` (k, D) appearance descriptors and ``patches`` (k, 8, 16) mouth patches of its faces.
+    Slicing keeps them."""
+
+    def __init__(self, detections=(), changes=(), descriptors=(), patches=()):
+        super().__init__(detections)
+        self.changes = list(changes)
+        self.descriptors = list(descriptors)
+        self.patches = list(patches)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return ClipDetections(list.__getitem__(self, index), self.changes[index], self.descriptors[index],
+                                  self.patches[index])
+        return list.__getitem__(self, index)
+
+    def add(self, frames: np.ndarray, detections: Sequence[np.ndarray], meter: ChangeMeter) -> None:
+        """Append the detections of (n, H, W, 3) uint8 ``frames`` (in clip order) and measure them."""
+        before = len(meter.changes)
+        meter.add(frames)
+        self.changes.extend(meter.changes[before:])
+        for frame, dets in zip(frames, detections):  # float16: 0.9 KB per face and frame
+            self.append(dets)
+            self.descriptors.append(face_descriptors(frame, dets).astype(np.float16))
+            self.patches.append(mouth_patches(frame, dets).astype(np.float16))
+
+    @property
+    def shots(self) -> List[Tuple[int, int]]:
+        """[start, stop) frame ranges of the shots (one shot when no changes were measured)."""
+        if len(self.changes) != len(self):
+            return [(0, len(self))]
+        return shot_bounds(find_cuts(np.asarray(self.changes)), len(self))
+
+
 def detect_frames(source: FrameSource, detector, count: int, chunk_frames: int = 32, timer=None,
-                  notify: Optional[Callable[[str, float, str], None]] = None) -> List[np.ndarray]:
-    """Per-frame detections of frames [0, count) of ``source``, decoded chunk by chunk (only detections are kept).
+                  notify: Optional[Callable[[str, float, str], None]] = None) -> ClipDetections:
+    """Per-frame detections of frames [0, count) of ``source``, decoded chunk by chunk (only detections, frame
+    changes, face descriptors and mouth patches are kept).
 
     Args:
         source: the clip.
@@ -88,11 +133,12 @@ def detect_frames(source: FrameSource, detector, count: int, chunk_frames: int =
         timer: optional ``StageTimer`` that gets the "decode" and "detect" seconds.
         notify: optional ``progress(stage, fraction, message)``.
     Returns:
-        one (k, 5) float array (x1, y1, x2, y2, score) per decoded frame.
+        :class:`ClipDetections`: one (k, 5) float array (x1, y1, x2, y2, score) per decoded frame.
     """
     timer = timer or StageTimer()
     notify = notify or (lambda stage, fraction, message: None)
-    detections: List[np.ndarray] = []
+    detections = ClipDetections()
+    meter = ChangeMeter()
     chunks = source.chunks(chunk_frames, count=count)
     try:
         while len(detections) < count:
@@ -101,27 +147,81 @@ def detect_frames(source: FrameSource, detector, count: int, chunk_frames: int =
             if chunk is None:
                 break
             with timer("detect"):
-                detections.extend(detector.detect(chunk[: count - len(detections)]))
+                chunk = chunk[: count - len(detections)]
+                detections.add(chunk, detector.detect(chunk), meter)
             notify("detect", min(1.0, len(detections) / count), f"faces: frame {len(detections)}/{count}")
     finally:
         chunks.close()
     return detections
 
 
-def track_faces(detections: List[np.ndarray], source: FrameSource, pads=(0, 0, 0, 0)
-                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The boxes the engine crops with: ``lipsync.media.tracking.boxes_from_detections`` with the job's pads.
+@dataclass
+class FaceTrack:
+    """The face the engine lip-syncs, per source frame, and the clip's shots."""
+
+    boxes: np.ndarray  # (N, 4) int64 x1, y1, x2, y2 (placeholders on invalid frames)
+    valid: np.ndarray  # (N,) bool: frames to lip-sync
+    found: np.ndarray  # (N,) bool: the face was detected there (valid & ~found: interpolated)
+    refused: np.ndarray  # (N,) bool: a face whose mouth is out of the picture (never lip-synced)
+    shots: List[Tuple[int, int]]  # [start, stop) frame ranges
+
+    @property
+    def shots_without_face(self) -> List[Tuple[int, int]]:
+        """Shots where the chosen face is never found: left untouched."""
+        return [(a, b) for a, b in self.shots if not self.found[a:b].any()]
+
+
+def own_speech(source: FrameSource, num_frames: int) -> Optional[np.ndarray]:
+    """(num_frames,) speech envelope of the clip's own sound track, None for a photo or a clip without sound."""
+    if source.is_image or source.info is None or not source.info.has_audio:
+        return None
+    try:
+        wav = audio_io.load_audio(source.path)
+    except NoAudioError:
+        return None
+    return speech_envelope(wav, source.fps, num_frames, audio_io.DEFAULT_AUDIO.sample_rate)
+
+
+def face_track(detections: List[np.ndarray], source: FrameSource, pads=(0, 0, 0, 0), face_choice: str = "speaker",
+               face_point=None, point_frame: int = 0) -> FaceTrack:
+    """The boxes the engine crops with, shot by shot (``lipsync.media.tracking.boxes_from_detections`` with the
+    clip's cuts and ``lipsync.media.speaker.choose_rows``).
 
     Args:
-        detections: per-frame detections from :func:`detect_frames`.
-        source: the clip (its frame size clips padded boxes; its name is used in errors).
+        detections: per-frame detections from :func:`detect_frames` (a plain list: one shot, largest faces).
+        source: the clip (its frame size clips padded boxes; its name is used in errors; its sound tells who talks).
         pads: (top, bottom, left, right) pixels.
+        face_choice: "speaker" (one person in every shot) or "largest" (the largest face of every shot).
+        face_point: (x, y) pixels in frame ``point_frame``: follow the person whose face contains it.
+    Raises:
+        NoFaceError: no frame has a face, or ``face_point`` is on no face.
+    """
+    frame_shape = (source.height, source.width, 3)
+    config = FaceConfig(pads=tuple(int(p) for p in pads))
+    extra = isinstance(detections, ClipDetections) and len(detections.descriptors) == len(detections)
+    shots = detections.shots if isinstance(detections, ClipDetections) else [(0, len(detections))]
+    n = len(detections)
+
+    def choose(usable, keeps):
+        descriptors = [d[k] for d, k in zip(detections.descriptors, keeps)] if extra else None
+        patches = [p[k] for p, k in zip(detections.patches, keeps)] if extra else None
+        return choose_rows(usable, shots, descriptors, face_choice, face_point, point_frame,
+                           speech=lambda: own_speech(source, n), patches=patches)
+
+    boxes, valid, found, refused = boxes_from_detections(detections, frame_shape, config, source=source.path.name,
+                                                         shots=shots, choose=choose)
+    return FaceTrack(boxes, valid, found, refused, shots)
+
+
+def track_faces(detections: List[np.ndarray], source: FrameSource, pads=(0, 0, 0, 0)
+                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`face_track` with the default choice (the speaker), as a tuple.
+
     Returns:
         boxes (N, 4) int64 x1, y1, x2, y2, valid (N,) bool (frames to lip-sync), found (N,) bool (detected),
         refused (N,) bool (a face whose mouth is out of the picture: never lip-synced).
     Raises:
         NoFaceError: no frame has a face.
     """
-    frame_shape = (source.height, source.width, 3)
-    config = FaceConfig(pads=tuple(int(p) for p in pads))
-    return boxes_from_detections(detections, frame_shape, config, source=source.path.name)
+    track = face_track(detections, source, pads)
+    return track.boxes, track.valid, track.found, track.refused

@@ -10,6 +10,7 @@ the caller's thread.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
@@ -24,6 +25,36 @@ _POLL_S = 0.1
 
 class _Stop(Exception):
     """Raised inside a stage thread when another stage failed."""
+
+
+# benchmarks/e2e.py's A/B ratio (overlapped over sequential wall time, both in one run, identical outputs) on a
+# 2-core EPYC shared with other jobs (load average 10-14), small64_h200 on the CPU: 0.71, 0.80, 0.93 and 1.44;
+# the issue's run on such a machine: 1.52. Geometric mean 1.03: no gain from overlapping, and in the slow runs
+# the overlapped job burnt 12% more CPU (torch's threads and the stage threads take turns on 2 cores). On a CPU
+# the model keeps every core busy, so other stages can only hide behind it where cores are left over; with the
+# model on a GPU they hide behind it on any CPU.
+SEQUENTIAL_MAX_CORES = 2  # on a CPU with at most this many cores, stages run one after another by default
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def overlap_by_default(cores: int, model_on_gpu: bool) -> bool:
+    """Whether a job overlaps its stages when it does not say (``JobOptions.overlap`` None).
+
+    Args:
+        cores: CPU cores available (:func:`available_cores`).
+        model_on_gpu: the model runs on a GPU.
+    Returns:
+        True with the model on a GPU, or on a CPU with more than ``SEQUENTIAL_MAX_CORES`` cores; False on
+        smaller CPUs, where the measured faster way is one stage after another.
+    """
+    return bool(model_on_gpu) or int(cores) > SEQUENTIAL_MAX_CORES
 
 
 def run_sequential(produce: Iterable[T], work: Callable[[T], U], consume: Callable[[U], None]) -> None:
@@ -129,18 +160,25 @@ def _close(items: Optional[Iterator]) -> None:
 
 
 class StageTimer:
-    """Seconds per stage; stages running in overlapped threads add their own time (thread-safe)."""
+    """Seconds per stage; stages running in overlapped threads add their own time (thread-safe).
+
+    ``cpu_seconds`` holds the process's CPU time (all its threads: torch's and OpenCV's pools included, child
+    processes such as ffmpeg not) spent while each stage ran: exact per stage when stages run one at a time
+    (``run_sequential``); with overlapped stages each stage also counts what ran beside it.
+    """
 
     def __init__(self, stages: Sequence[str] = ("decode", "detect")):
         self.seconds = {stage: 0.0 for stage in stages}
+        self.cpu_seconds = {stage: 0.0 for stage in stages}
         self.started = time.perf_counter()  # wall time of the whole job: stages overlap, so their sum is more
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def __call__(self, stage: str):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             with self._lock:
-                self.seconds[stage] += time.perf_counter() - start
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+                self.cpu_seconds[stage] = self.cpu_seconds.get(stage, 0.0) + time.process_time() - cpu

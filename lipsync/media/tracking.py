@@ -7,14 +7,16 @@
       -> pad_boxes                (top, bottom, left, right) pixels, clipped to the frame
       -> smooth_boxes             official forward-looking mean, integer truncation
 
-:func:`boxes_from_detections` runs these steps. Boxes are always ``(x1, y1, x2, y2)`` in pixels of the full
-frame, x2/y2 exclusive (``frame[y1:y2, x1:x2]``).
+:func:`boxes_from_detections` runs these steps, shot by shot when given the clip's cuts (lipsync.media.shots):
+nothing is tracked, interpolated or smoothed across a cut, and lipsync.media.speaker may choose the face
+instead of the main-face rule. Boxes are always ``(x1, y1, x2, y2)`` in pixels of the full frame, x2/y2
+exclusive (``frame[y1:y2, x1:x2]``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -48,7 +50,7 @@ class FaceConfig:
 
 
 @dataclass
-class _Track:
+class Track:
     """Detections of one face over time: frame numbers and (x1, y1, x2, y2) boxes, with the
     index of the chosen row in each frame's detection array."""
 
@@ -83,13 +85,13 @@ def _matches(pred: np.ndarray, cand: np.ndarray, gap: int, max_jump: float, max_
     return np.where(ok, dist + log_scale - box_iou(pred, cand), np.inf)
 
 
-def _track_faces(
+def link_tracks(
     detections: Sequence[np.ndarray], max_jump: float, max_scale: float, keep_alive: int
-) -> list[_Track]:
+) -> list[Track]:
     """Link per-frame detections into tracks by centre and scale continuity (greedy, lowest cost
     first); a track survives ``keep_alive`` frames without a match."""
-    tracks: list[_Track] = []
-    active: list[_Track] = []
+    tracks: list[Track] = []
+    active: list[Track] = []
     for i, dets in enumerate(detections):
         rows = np.asarray(dets, dtype=np.float64).reshape(len(dets), -1) if len(dets) else np.empty((0, 5))
         cand = rows[:, :4]
@@ -110,7 +112,7 @@ def _track_faces(
             active[t_idx].rows.append(int(j))
         for j in ok_rows:
             if j not in used_rows:
-                track = _Track([i], [cand[j]], [int(j)])
+                track = Track([i], [cand[j]], [int(j)])
                 tracks.append(track)
                 active.append(track)
     return tracks
@@ -125,7 +127,7 @@ def main_face_rows(
         (N,) int64: the row index into ``detections[i]``, or -1 where the main face is not there.
     """
     n = len(detections)
-    tracks = sorted(_track_faces(detections, max_jump, max_scale, reacquire_after), key=lambda t: -t.score)
+    tracks = sorted(link_tracks(detections, max_jump, max_scale, reacquire_after), key=lambda t: -t.score)
     chosen = np.full(n, -1, dtype=np.int64)
     claimed = np.zeros(n, dtype=bool)  # frames inside the span of a chosen track
     for rank, track in enumerate(tracks):
@@ -137,7 +139,7 @@ def main_face_rows(
             if len(part) == 0 or not free[part[0]]:
                 continue
             short_lived = len(part) < reacquire_after
-            if rank > 0 and short_lived and not _continues_chosen(track, part, chosen, detections, max_jump, max_scale):
+            if rank > 0 and short_lived and not continues_chosen(track, part, chosen, detections, max_jump, max_scale):
                 continue  # short-lived and unrelated to the main face: a false box or a passer-by
             first, last = frames[part[0]], frames[part[-1]]
             claimed[first : last + 1] = True
@@ -145,8 +147,8 @@ def main_face_rows(
     return chosen
 
 
-def _continues_chosen(
-    track: _Track, part: np.ndarray, chosen: np.ndarray, detections, max_jump: float, max_scale: float
+def continues_chosen(
+    track: Track, part: np.ndarray, chosen: np.ndarray, detections, max_jump: float, max_scale: float
 ) -> bool:
     """Whether this piece of a track picks up where a chosen face left off (or is picked up by one)."""
     frames = np.array(track.frames)[part]
@@ -344,41 +346,12 @@ def face_boxes(
     return boxes, valid
 
 
-def mouth_in_frame(rows: np.ndarray, frame_shape: Sequence[int], below: float = 0.3, side: float = 0.4) -> np.ndarray:
-    """Whether the mouth of each detection, lips included, lies inside the frame.
-
-    Uses the keypoints of a detector with landmarks (:data:`KEYPOINT_NAMES` after the 5 box
-    columns). With d the distance from the midpoint of the eyes to the mouth centre (about a third
-    of the face height), the mouth counts as in the frame when the points ``below`` x d under the
-    mouth centre (lower lip) and ``side`` x d to either side (mouth corners) are all inside the
-    frame. Rows without keypoints (S3FD, OpenCV) are always True.
-
-    Args:
-        rows: (k, 5 + 2m) detections in full-frame pixels.
-        frame_shape: (H, W), (H, W, 3) or (N, H, W, 3).
-        below, side: margins in units of the eye-to-mouth distance.
-    Returns:
-        (k,) bool.
-    """
-    rows = np.asarray(rows, dtype=np.float64)
-    rows = rows.reshape(len(rows), -1) if rows.size else np.empty((0, 5))
-    h, w = (frame_shape[-3], frame_shape[-2]) if len(frame_shape) >= 3 else (frame_shape[0], frame_shape[1])
-    ok = np.ones(len(rows), dtype=bool)
-    if rows.shape[1] < 5 + 2 * len(KEYPOINT_NAMES):
-        return ok
-    eyes = (rows[:, 5:7] + rows[:, 7:9]) / 2
-    mouth = rows[:, 5 + 2 * MOUTH : 7 + 2 * MOUTH]
-    known = np.isfinite(eyes).all(axis=1) & np.isfinite(mouth).all(axis=1)
-    d = np.linalg.norm(mouth - eyes, axis=1)
-    inside = (
-        (mouth[:, 0] - side * d >= 0) & (mouth[:, 0] + side * d <= w)
-        & (mouth[:, 1] >= 0) & (mouth[:, 1] + below * d <= h)
-    )
-    return np.where(known, inside, ok)
+from lipsync.media.keypoints import mouth_in_frame  # noqa: E402  (the mouth check, shared with face_check)
 
 
 def boxes_from_detections(
-    detections: Sequence[np.ndarray], frame_shape: tuple, config: FaceConfig | None = None, source: str = "the video"
+    detections: Sequence[np.ndarray], frame_shape: tuple, config: FaceConfig | None = None, source: str = "the video",
+    shots: Sequence[tuple[int, int]] | None = None, choose: Callable | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Track, check the mouth, fill, pad and smooth per-frame detections (gathered chunk by chunk,
     so frames need not be kept).
@@ -388,9 +361,16 @@ def boxes_from_detections(
     the rest. Frames where only such faces were found are refused: they are not lip-synced, and gaps
     that contain them are not interpolated.
 
+    With ``shots`` (lipsync.media.shots), every shot is its own clip for the main face, the gap filling
+    and the smoothing: no box is interpolated, smoothed or carried across a cut.
+
     Args:
         detections: one (k, 5) or (k, 5 + 2m) array per frame, as :meth:`FaceDetector.detect` returns.
         frame_shape: (N, H, W, 3) or (H, W, 3) of the frames, for clipping padded boxes.
+        shots: [start, stop) frame ranges covering the clip; None: one shot.
+        choose: ``choose(usable, keeps) -> (N,) rows``, the face to follow instead of each shot's main face
+            (lipsync.media.speaker.choose_rows); ``usable[i]`` are the detections of frame i whose mouth is in
+            the picture, ``keeps[i]`` the (k,) bool mask that picked them from ``detections[i]``.
     Returns:
         boxes (N, 4) int64, valid (N,) bool (frames to lip-sync), found (N,) bool (the main face was
         detected there; valid & ~found are interpolated frames), refused (N,) bool (no main face there,
@@ -400,14 +380,20 @@ def boxes_from_detections(
     """
     config = config or FaceConfig()
     n = len(detections)
-    usable, mouth_out = [], np.zeros(n, dtype=bool)
+    shots = list(shots) if shots else [(0, n)]
+    usable, keeps, mouth_out = [], [], np.zeros(n, dtype=bool)
     for i, dets in enumerate(detections):
         dets = np.asarray(dets, dtype=np.float64)
         dets = dets.reshape(len(dets), -1) if dets.size else np.empty((0, 5))
         keep = mouth_in_frame(dets, tuple(frame_shape))
         usable.append(dets[keep])
+        keeps.append(keep)
         mouth_out[i] = not keep.all()
-    rows = main_face_rows(usable)  # faces without a visible mouth never compete for the main face
+    # faces without a visible mouth never compete for the main face
+    if choose is not None:
+        rows = np.asarray(choose(usable, keeps), dtype=np.int64)
+    else:
+        rows = np.concatenate([main_face_rows(usable[a:b]) for a, b in shots]) if n else np.zeros(0, np.int64)
     boxes = np.full((n, 4), np.nan)
     for i in np.flatnonzero(rows >= 0):
         boxes[i] = usable[i][rows[i], :4]
@@ -418,11 +404,16 @@ def boxes_from_detections(
             f"the mouth is outside the picture in every frame of {source} where a face was found "
             f"({int(refused.sum())} frames); use a clip where the whole mouth is visible"
         )
-    boxes, valid = fill_missing(boxes, found, max_gap=config.max_gap, source=source)
+    filled, _ = fill_missing(boxes, found, max_gap=config.max_gap, source=source)  # placeholders everywhere
+    valid = np.zeros(n, dtype=bool)
+    for a, b in shots:  # gaps are bridged inside a shot only
+        if found[a:b].any():
+            filled[a:b], valid[a:b] = fill_missing(boxes[a:b], found[a:b], max_gap=config.max_gap, source=source)
     for start, stop in _runs(~found):  # never bridge a gap across refused frames
         if refused[start:stop].any():
             valid[start:stop] = False
-    boxes = pad_boxes(boxes, config.pads, tuple(frame_shape))
-    boxes = smooth_boxes(boxes, config.smooth_window, valid=valid, official=True)
+    boxes = pad_boxes(filled, config.pads, tuple(frame_shape))
+    boxes = np.concatenate([smooth_boxes(boxes[a:b], config.smooth_window, valid=valid[a:b], official=True)
+                            for a, b in shots])
     bad = valid & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
     return boxes, valid & ~bad, found, refused

@@ -22,6 +22,21 @@ from lipsync.media.probe import as_fraction, ffmpeg_reason, find_ffmpeg, kill_pr
 # ----------------------------------------------------------------------------------------------------------
 # Writing
 
+# x264's speed presets, fastest first. veryfast is the default by measurement (benchmarks/e2e.py --encoders,
+# crf 12, 2-core EPYC): medium costs 2.2x (1080p) to 2.4x (512 px) its CPU per frame (0.081 vs 0.036 core-s
+# per 1080p frame) for a file of the same size; superfast and ultrafast save 10-30% more CPU but write files
+# 1.2-4x larger.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+DEFAULT_ENCODER_PRESET = "veryfast"
+DEFAULT_CRF = 12
+
+
+def check_encoder_preset(preset: str) -> str:
+    """``preset`` if it is one of x264's (:data:`X264_PRESETS`); else ValueError naming them."""
+    if preset not in X264_PRESETS:
+        raise ValueError(f"unknown encoder preset {preset!r}; use one of x264's: {', '.join(X264_PRESETS)}")
+    return preset
+
 
 def check_output_path(path: str | Path) -> Path:
     """Fail early when ``path`` cannot be written; returns it as an absolute Path.
@@ -143,7 +158,7 @@ class VideoWriter:
                 writer.write(frames)
         # out.mp4 now exists; on an exception inside the block nothing is left behind.
 
-    Frames are piped to ``ffmpeg -c:v libx264 -preset veryfast -crf 12 -pix_fmt yuv420p`` writing a hidden
+    Frames are piped to ``ffmpeg -c:v libx264 -preset <preset> -crf 12 -pix_fmt yuv420p`` writing a hidden
     temporary file in the output's folder. On success the driving audio is muxed as AAC, padded with silence
     or trimmed to exactly the video length N / fps (or ``duration``), ``-movflags +faststart`` is applied and
     the result is ``os.replace``d onto ``output_path``. Odd frame sizes are padded to even by repeating the last
@@ -159,6 +174,8 @@ class VideoWriter:
         duration: optional final length in seconds; default N / fps. Audio is padded/trimmed to it and the
             video trimmed to it (video is never extended).
         side_label: optional text burned into the top-left corner of every frame (e.g. "Diff2Lip").
+        crf: x264's constant rate factor (12: visually lossless for faces).
+        preset: x264's speed preset (:data:`X264_PRESETS`; default ``veryfast``, chosen by measurement).
         colors: the source's colour tags (``VideoInfo.colors``: ``color_space``, ``color_range``,
             ``color_primaries``, ``color_transfer``). RGB is converted to YUV with that matrix and range, and
             the output is tagged with all four, so players show the colours of the source. Without tags:
@@ -179,8 +196,8 @@ class VideoWriter:
         audio_array: np.ndarray | None = None,
         duration: float | None = None,
         side_label: str | None = None,
-        crf: int = 12,
-        preset: str = "veryfast",
+        crf: int = DEFAULT_CRF,
+        preset: str = DEFAULT_ENCODER_PRESET,
         colors: Mapping[str, str] | None = None,
     ) -> None:
         if audio_path is not None and audio_array is not None:
@@ -208,7 +225,7 @@ class VideoWriter:
         self.duration = duration
         self.side_label = side_label
         self.crf = int(crf)
-        self.preset = preset
+        self.preset = check_encoder_preset(preset)
         self.colors = dict(colors or {})
         self.num_frames = 0
         self._enc_width = self.width + (self.width % 2)

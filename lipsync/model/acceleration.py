@@ -7,6 +7,8 @@
   AVX512-BF16 without AMX is not faster), else fp16 on older GPUs and fp32 on CPUs. The log says which and why.
   fp32 stays the paper-exact reference path.
 * ``prepare_unet(unet)``: channels_last weights for bf16 on the CPU, so oneDNN reads them in its layout.
+* ``compile_pays_off(device, frames, steps)``: whether a job compiles by default (on a GPU, clips long enough to
+  repay the compile time).
 * ``compile_pipeline(pipe)``: ``torch.compile`` of the UNet (inductor, with freezing on the CPU: weights
   are constant-folded and prepacked once). Compiling happens on the first call; later jobs in the same
   process reuse the compiled code, and the inductor's on-disk cache shortens compiles in new processes.
@@ -197,6 +199,27 @@ def expected_compile_seconds(unet: torch.nn.Module) -> float:
     blocks = int(getattr(unet.config, "num_res_blocks", 2))
     gflop = 157.0 * (channels / 128) ** 2 * (blocks + 1) / 3  # the paper model is 157 GFLOP per frame
     return max(COMPILE_SECONDS_MIN, COMPILE_SECONDS_PER_GFLOP_CPU * gflop)
+
+
+# Measured on one H200 (issue 17), the paper UNet in bf16 at batch 128, 25 DDIM steps: 37.5 fps eager, 65.5 fps
+# compiled, the compile itself 60 s (20 s from a warm on-disk cache). Per frame and step that saves
+# 1 / (37.5 * 25) - 1 / (65.5 * 25) = 0.46 ms, so a cold compile is repaid after about 131,000 frame-steps:
+# 5,300 frames (3.5 min at 25 fps) at 25 steps. Smaller models save less per step but also compile faster.
+GPU_EAGER_FPS, GPU_COMPILED_FPS, GPU_FPS_STEPS = 37.5, 65.5, 25
+GPU_COMPILE_SECONDS = 60.0
+
+
+def compile_pays_off(device, frames: int, steps: int, compile_seconds: float = GPU_COMPILE_SECONDS) -> bool:
+    """Whether ``torch.compile`` repays its compile time on a job of ``frames`` faces x ``steps`` model calls.
+
+    Only on a GPU (on a CPU a first compile takes minutes and is asked for with ``--compile``). The saving per
+    frame-step is the measured eager vs compiled speed of the paper model on an H200 (``GPU_*`` above); the
+    compile is repaid when ``frames * steps`` saved steps add up to more than ``compile_seconds``.
+    """
+    if not str(device).startswith("cuda"):
+        return False
+    saved = 1 / (GPU_EAGER_FPS * GPU_FPS_STEPS) - 1 / (GPU_COMPILED_FPS * GPU_FPS_STEPS)  # s per frame-step
+    return int(frames) * int(steps) * saved > compile_seconds
 
 
 def is_compiled(pipe) -> bool:

@@ -36,12 +36,12 @@ import numpy as np
 
 from lipsync.console import quiet_native_stderr
 from lipsync.errors import LipSyncError, NoFaceError
+from lipsync.media.talking import MIN_PAIRS, lagged_correlation, speech_envelope  # noqa: F401 (public here too)
 
 SAMPLE_RATE = 16000
 # (upper inner lip, lower inner lip) FaceMesh landmark pairs, from the mouth's centre outwards on both sides
 MOUTH_PAIRS = ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402))
 EYE_CORNERS = (33, 263)  # the outer eye corners: the face size the opening is divided by
-MIN_PAIRS = 3  # a lag's correlation needs at least this many frames where both series are measured
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -162,68 +162,14 @@ def video_openings(video_path: str | Path, max_frames: int | None = None) -> tup
 # Speech envelope
 
 
-def speech_envelope(wav: np.ndarray, fps: int | float | Fraction, num_frames: int, sample_rate: int = SAMPLE_RATE,
-                    offset_s: float = 0.0) -> np.ndarray:
-    """(num_frames,) RMS of ``wav`` over each video frame's window.
-
-    Frame ``i`` covers seconds ``[i / fps, (i + 1) / fps)`` of the video, i.e. audio seconds shifted by
-    ``offset_s`` (the video's start minus the audio's start when both come from one file). A window that is
-    cut by either end of the audio uses the samples it has; one wholly outside the audio is NaN.
-    """
-    wav = np.asarray(wav, dtype=np.float64).reshape(-1)
-    fps = Fraction(fps).limit_denominator(1_000_000) if not isinstance(fps, Fraction) else fps
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    offset = Fraction(offset_s).limit_denominator(1_000_000) * sample_rate
-    energy = np.concatenate([[0.0], np.cumsum(wav * wav)])
-    envelope = np.full(int(num_frames), np.nan)
-    for i in range(int(num_frames)):
-        start = max(0, math.floor(i * sample_rate / fps + offset))
-        stop = min(len(wav), math.floor((i + 1) * sample_rate / fps + offset))
-        if stop > start:
-            envelope[i] = math.sqrt(max(0.0, energy[stop] - energy[start]) / (stop - start))
-    return envelope
+# speech_envelope (RMS of the speech over each frame's window) lives in lipsync.media.talking
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Correlation
 
 
-def lagged_correlation(opening: np.ndarray, envelope: np.ndarray, max_lag: int = 5,
-                       min_pairs: int = MIN_PAIRS) -> tuple[np.ndarray, np.ndarray]:
-    """Pearson correlation of ``opening[t]`` with ``envelope[t - lag]`` for lag = -max_lag .. +max_lag.
-
-    Frames where either series is NaN are skipped (per lag). A lag with fewer than ``min_pairs`` measured
-    frames, or where either series is constant over them, gets NaN.
-
-    Returns:
-        (lags (2 * max_lag + 1,) int, correlations (2 * max_lag + 1,) float64)
-    """
-    opening = np.asarray(opening, dtype=np.float64).reshape(-1)
-    envelope = np.asarray(envelope, dtype=np.float64).reshape(-1)
-    if int(max_lag) != max_lag or max_lag < 0:
-        raise ValueError(f"max_lag must be a whole number of frames >= 0, got {max_lag}")
-    max_lag = int(max_lag)
-    n = min(len(opening), len(envelope))
-    opening, envelope = opening[:n], envelope[:n]
-    lags = np.arange(-max_lag, max_lag + 1)
-    values = np.full(len(lags), np.nan)
-    for k, lag in enumerate(lags):
-        if abs(lag) >= n:
-            continue
-        a = opening[max(lag, 0): n + min(lag, 0)]   # opening at t
-        b = envelope[max(-lag, 0): n - max(lag, 0)]  # envelope at t - lag
-        ok = np.isfinite(a) & np.isfinite(b)
-        if ok.sum() < max(int(min_pairs), 2):
-            continue
-        a, b = a[ok], b[ok]
-        if np.ptp(a) == 0 or np.ptp(b) == 0:  # a still mouth or silence: no correlation to speak of
-            continue
-        a, b = a - a.mean(), b - b.mean()
-        denom = math.sqrt(float(a @ a) * float(b @ b))
-        if denom > 0:
-            values[k] = float(np.clip(a @ b / denom, -1.0, 1.0))
-    return lags, values
+# lagged_correlation (Pearson r at lags -max_lag..max_lag) lives in lipsync.media.talking
 
 
 @dataclass

@@ -9,6 +9,7 @@ Modules (imported on use, so ``import lipsync.training`` loads nothing heavy):
     lpips, sync_expert, discriminator, weights   the networks the losses use, and fetching their weights
     config        TrainConfig, its checks, and building the UNet (``--init``)
     trainer       the Accelerate training loop (``python -m lipsync.train``)
+    step          one optimiser step, shared with benchmarks/train_speed.py; logs read back at intervals
     ema, checkpointing, reporting                EMA weights, exact checkpoints, logs, progress and grids
 
 May import: ``lipsync.model``, ``lipsync.media``, ``lipsync.scoring``, ``lipsync.job`` and the base modules;

@@ -67,6 +67,7 @@ class TrainConfig:
     sync_expert: Optional[str] = None
     l2_weighting: str = "none"  # "none": the paper's plain L2 on x̂0; "snr": weighted by min(1, SNR_t)
     audio_dropout: float = 0.0  # fraction of samples trained with the null audio (for audio guidance)
+    compile: bool = False  # torch.compile the UNet (compiled at the first step)
 
     def model_overrides(self) -> Dict[str, Any]:
         """The model sizes given explicitly."""

@@ -11,7 +11,7 @@ all images (N, C, H, W) in [-1, 1], t a LongTensor (N,) in [0, T).
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -29,8 +29,23 @@ def linear_betas(num_timesteps: int = NUM_TRAIN_TIMESTEPS) -> np.ndarray:
 
 def _gather(table: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """table[t] as ``like``'s dtype/device, shaped (N, 1, 1, ...) to broadcast over ``like`` (N, ...)."""
-    values = table[t.to("cpu", torch.long)].to(device=like.device, dtype=like.dtype)
+    values = gather_table(table, t).to(device=like.device, dtype=like.dtype)
     return values.view(-1, *([1] * (like.ndim - 1)))
+
+
+_DEVICE_TABLES: Dict[Tuple[int, str], Tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def gather_table(table: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """table[t] in the table's dtype (float64), on t's device: on a GPU from a copy of the table made once,
+    so that no step waits for the device to hand t back to the host."""
+    if t.device.type in ("cpu", "mps"):  # mps has no float64: index on the CPU
+        return table[t.to("cpu", torch.long)]
+    key = (id(table), str(t.device))
+    cached = _DEVICE_TABLES.get(key)
+    if cached is None or cached[0] is not table:
+        cached = _DEVICE_TABLES[key] = (table, table.to(t.device))
+    return cached[1][t.long()]
 
 
 class DiffusionSchedule:

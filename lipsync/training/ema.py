@@ -26,6 +26,7 @@ class EMA:
         self.shadow: Dict[str, torch.Tensor] = {
             name: value.detach().float().clone() for name, value in model.state_dict().items()
         }
+        self._live = None  # (model, shadows, its tensors, others): see _pairs
 
     def current_decay(self) -> float:
         """The decay the next update will use."""
@@ -34,15 +35,29 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Move the shadow towards ``model``'s current weights (call once per optimiser step)."""
+        """Move the shadow towards ``model``'s current weights (call once per optimiser step).
+
+        One multi-tensor ``lerp`` over all floating-point weights (shadow + (1 - d) * (w - shadow), equal to
+        d * shadow + (1 - d) * w up to float rounding); the model's tensors are looked up once per model.
+        """
         decay = self.current_decay()
-        for name, value in model.state_dict().items():
-            shadow = self.shadow[name]
-            if value.dtype.is_floating_point:
-                shadow.mul_(decay).add_(value.detach().float(), alpha=1.0 - decay)
-            else:
-                shadow.copy_(value)
+        shadows, values, others = self._pairs(model)
+        if shadows:
+            if any(v.dtype != torch.float32 for v in values):
+                values = [v.float() for v in values]
+            torch._foreach_lerp_(shadows, values, 1.0 - decay)
+        for shadow, value in others:
+            shadow.copy_(value)
         self.num_updates += 1
+
+    def _pairs(self, model: nn.Module):
+        """(float shadows, the model's live float tensors, [(shadow, other tensor)]) of ``model``, cached."""
+        if self._live is None or self._live[0] is not model:
+            live = model.state_dict(keep_vars=True)  # the Parameters themselves: in-place updates stay visible
+            floats = [n for n, v in live.items() if v.dtype.is_floating_point]
+            self._live = (model, [self.shadow[n] for n in floats], [live[n] for n in floats],
+                          [(self.shadow[n], v) for n, v in live.items() if not v.dtype.is_floating_point])
+        return self._live[1:]
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:

@@ -11,6 +11,7 @@ batch, as guided-diffusion's ``mean_flat`` does.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import asdict, dataclass, fields
 from typing import Dict, Optional
 
@@ -34,9 +35,28 @@ def masked_mean_per_sample(values: torch.Tensor, mask: Optional[torch.Tensor] = 
         return values.flatten(1).mean(dim=1)
     weights = mask.to(values.dtype).expand_as(values)
     count = weights.flatten(1).sum(dim=1)
-    if bool((count <= 0).any()):
-        raise ValueError("the loss mask selects no pixel of some sample; pass a mask with 1 on the generated region")
+    if not _known_good_mask(mask):
+        if bool((count <= 0).any()):
+            raise ValueError("the loss mask selects no pixel of some sample; pass a mask with 1 on the generated "
+                             "region")
+        _remember_good_mask(mask)
     return (values * weights).flatten(1).sum(dim=1) / count
+
+
+_GOOD_MASKS: Dict[int, tuple] = {}  # id -> (weak reference, version) of masks already checked
+
+
+def _known_good_mask(mask: torch.Tensor) -> bool:
+    """Whether this very mask tensor, unchanged since, passed the check (the trainer's mask is checked once,
+    not at every step, where reading the check back would wait for the device)."""
+    entry = _GOOD_MASKS.get(id(mask))
+    return entry is not None and entry[0]() is mask and entry[1] == mask._version
+
+
+def _remember_good_mask(mask: torch.Tensor) -> None:
+    if len(_GOOD_MASKS) > 16:
+        _GOOD_MASKS.clear()
+    _GOOD_MASKS[id(mask)] = (weakref.ref(mask), mask._version)
 
 
 def normal_kl(mean1: torch.Tensor, log_var1: torch.Tensor, mean2: torch.Tensor, log_var2: torch.Tensor) -> torch.Tensor:
@@ -136,7 +156,9 @@ def l2_time_weights(schedule: DiffusionSchedule, t: torch.Tensor, weighting: str
         raise ValueError(f"unknown L2 weighting {weighting!r}: choose one of {', '.join(L2_WEIGHTINGS)}")
     if weighting == "none":
         return None
-    ac = schedule.alphas_cumprod[t.to("cpu", torch.long)]
+    from lipsync.training.diffusion import gather_table
+
+    ac = gather_table(schedule.alphas_cumprod, t)
     return (ac / (1.0 - ac)).clamp(max=1.0).float().to(t.device)
 
 

@@ -16,7 +16,7 @@ uninterrupted run would have.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -90,12 +90,29 @@ class StepBatchSampler(torch.utils.data.Sampler):
                 yield [(g, self.order.item(g)) for g in self.layout.indices(step, micro, self.rank)]
 
 
+@dataclass(frozen=True)
+class NoiseSpec:
+    """What :func:`draw_noise` needs to draw a training sample's timesteps and noises where it is loaded."""
+
+    seed: int
+    global_batch: int  # global sample g belongs to optimiser step g // global_batch
+    num_frames: int
+    image_size: int
+    num_timesteps: int
+    channels: int = 3
+
+
 class IndexedDataset(torch.utils.data.Dataset):
     """Wraps a dataset so that item ``(g, i)`` is ``dataset[i]`` plus ``"index": g`` (the dataset's
-    ``set_epoch``, when it has one, is called with g's epoch first)."""
+    ``set_epoch``, when it has one, is called with g's epoch first).
 
-    def __init__(self, dataset):
+    With ``noise`` it also holds the sample's ``t`` (F,), ``noise`` and ``cond_noise`` (F, C, S, S) of
+    :func:`draw_noise` for its step: drawn by the loader's workers, off the training loop.
+    """
+
+    def __init__(self, dataset, noise: Optional[NoiseSpec] = None):
         self.dataset = dataset
+        self.noise = noise
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -106,6 +123,10 @@ class IndexedDataset(torch.utils.data.Dataset):
             self.dataset.set_epoch(int(g) // len(self.dataset))
         sample = dict(self.dataset[i])
         sample["index"] = int(g)
+        if self.noise is not None:
+            n = self.noise
+            sample["t"], sample["noise"], sample["cond_noise"] = draw_noise(
+                n.seed, [g], int(g) // n.global_batch, n.num_frames, n.image_size, n.num_timesteps, n.channels)
         return sample
 
 

@@ -19,7 +19,6 @@ discriminator is trained in alternation on the same step's real and (detached) r
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -28,7 +27,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -38,6 +37,7 @@ from lipsync.training import checkpointing as ckpt
 from lipsync.training.config import (
     AUDIO_DEP_T,
     LOG_COLUMNS,
+    LOSS_TERMS,
     MODEL_KEYS,
     NUM_FRAMES,
     VAL_COLUMNS,
@@ -52,13 +52,15 @@ from lipsync.training.config import (
 )
 from lipsync.training.ema import EMA
 from lipsync.training.reporting import CSVLog, Progress, TensorBoardLog, image_grid, save_png, to_uint8_hwc
-from lipsync.training.sampling import (
-    BatchLayout,
-    GlobalOrder,
-    IndexedDataset,
-    StepBatchSampler,
-    apply_audio_dropout,
-    draw_noise,
+from lipsync.training.sampling import BatchLayout, GlobalOrder, IndexedDataset, NoiseSpec, StepBatchSampler
+from lipsync.training.step import (
+    StepLog,
+    TrainParts,
+    load_adamw_state,
+    make_adamw,
+    step_inputs,
+    train_step,
+    unet_forward,
 )
 
 logger = logging.getLogger(__name__)
@@ -162,9 +164,10 @@ class Trainer:
         return ({**merge_model_config(paper_unet_config(), cfg.model_overrides()), **recorded}, None,
                 "initialised at random")
 
-    # -- the run ----------------------------------------------------------------------------------------
-    def run(self) -> Path:
-        """Train; return the final ``save_pretrained`` folder (``RUN/final``)."""
+    # -- setup ------------------------------------------------------------------------------------------------
+    def setup(self) -> Tuple[TrainParts, int, Dict[str, Any], str]:
+        """Build everything a step needs, once: (parts, start step, the UNet's config, where its weights came
+        from). Writes nothing; :meth:`run` calls it, and so does ``benchmarks/train_speed.py``."""
         from lipsync.checkpoints import check_state_dict
         from lipsync.training.diffusion import DiffusionSchedule
         from lipsync.training.losses import preset_weights
@@ -176,6 +179,7 @@ class Trainer:
         accelerator = self._accelerator()
         self.accelerator = accelerator
         resume_from = self._resolve_resume()
+        self.resume_from = resume_from
         unet_config, init_weights, origin = self._model_config(resume_from)
         image_size = int(unet_config["image_size"])
         self.image_size = image_size
@@ -213,17 +217,17 @@ class Trainer:
 
             discriminator = SequentialDiscriminator(image_size=image_size).train()
 
-        # 3. optimisers, LR schedule; restore a checkpoint
+        # 3. optimisers (fused kernels where there are), LR schedule; restore a checkpoint
         device = accelerator.device
         unet.to(device)
         ema = EMA(unet, decay=cfg.ema_decay)
-        optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = make_adamw(unet.parameters(), device, lr=cfg.lr, weight_decay=cfg.weight_decay)
         warmup = max(0, cfg.lr_warmup_steps)
         lr_schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
         if discriminator is not None:
             discriminator.to(device)
-            disc_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+            disc_optimizer = make_adamw(discriminator.parameters(), device, lr=cfg.lr, betas=(0.5, 0.999))
         start_step = 0
         if resume_from is not None:
             start_step = self._restore(resume_from, unet, ema, optimizer, lr_schedule, discriminator, disc_optimizer)
@@ -231,6 +235,8 @@ class Trainer:
             if net is not None:
                 net.to(device)
         ema_unet.to(device)
+        if cfg.compile:
+            unet.compile()  # in place: the same module, parameters and state_dict keys; compiled at the first step
 
         # 4. Accelerate: DDP wrapping, mixed precision, the fp16 loss scaler
         if discriminator is not None:
@@ -241,19 +247,30 @@ class Trainer:
             disc_model = None
         if resume_from is not None and accelerator.scaler is not None and (resume_from / "scaler.pt").is_file():
             accelerator.scaler.load_state_dict(ckpt.load_tensor_file(resume_from / "scaler.pt"))
+        parts = TrainParts(accelerator=accelerator, unet=unet, model=model, params=list(unet.parameters()),
+                           optimizer=optimizer, lr_schedule=lr_schedule, ema=ema, ema_unet=ema_unet,
+                           mask=_lower_mask(image_size, device), disc_model=disc_model, disc_optimizer=disc_optimizer)
+        return parts, start_step, unet_config, origin
+
+    # -- the run ----------------------------------------------------------------------------------------
+    def run(self) -> Path:
+        """Train; return the final ``save_pretrained`` folder (``RUN/final``)."""
+        parts, start_step, unet_config, origin = self.setup()
+        cfg, accelerator, weights, image_size = self.config, self.accelerator, self.weights, self.image_size
+        device, resume_from = accelerator.device, self.resume_from
 
         # 5. data: the global order, this process's share of every step from start_step on
         layout = BatchLayout(cfg.batch_size, accelerator.num_processes, cfg.grad_accum)
         order = GlobalOrder(len(self.train_dataset), cfg.seed)
+        noise = NoiseSpec(cfg.seed, layout.global_batch, NUM_FRAMES, image_size, self.schedule.num_timesteps)
         loader = torch.utils.data.DataLoader(
-            IndexedDataset(self.train_dataset),
+            IndexedDataset(self.train_dataset, noise),  # the noises drawn by the workers, off the loop
             batch_sampler=StepBatchSampler(order, layout, accelerator.process_index, start_step, cfg.max_steps),
-            num_workers=cfg.num_workers)
-        mask = _lower_mask(image_size, device)
+            num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
 
         # 6. logs
         main = accelerator.is_main_process
-        n_params = sum(p.numel() for p in unet.parameters())
+        n_params = sum(p.numel() for p in parts.params)
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "run_config.json").write_text(json.dumps(
@@ -272,69 +289,38 @@ class Trainer:
         if start_step >= cfg.max_steps:
             progress.write(f"the checkpoint is already at step {start_step} >= --max-steps {cfg.max_steps}")
 
-        # 7. the loop
+        # 7. the loop: steps are queued without waiting for the device; the logs are read every --log-every steps
         batches = iter(loader)
         started = time.perf_counter()
+        step_log = StepLog(accelerator)
         step = start_step
         try:
             for step in range(start_step, cfg.max_steps):
-                totals: Dict[str, float] = {}
-                for micro in range(cfg.grad_accum):
-                    batch = next(batches)
-                    last = micro == cfg.grad_accum - 1
-                    syncing = contextlib.nullcontext() if last else accelerator.no_sync(model)
-                    with syncing:
-                        terms, fake_seq, real_seq = self.losses(model, batch, step, mask, disc_model)
-                        accelerator.backward(terms["loss"] / cfg.grad_accum)
-                    if disc_model is not None:
-                        disc_sync = contextlib.nullcontext() if last else accelerator.no_sync(disc_model)
-                        with disc_sync:
-                            from lipsync.training.losses import gan_discriminator_loss
-
-                            with accelerator.autocast():
-                                d_loss = gan_discriminator_loss(disc_model, real_seq, fake_seq.detach()).float()
-                            accelerator.backward(d_loss / cfg.grad_accum)
-                        terms["gan_d"] = d_loss.detach()
-                    for k, v in terms.items():
-                        totals[k] = totals.get(k, 0.0) + v.detach().float() / cfg.grad_accum
-                grad_norm = torch.tensor(float("nan"))
-                if cfg.max_grad_norm > 0:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                lr_schedule.step()
-                if disc_model is not None:
-                    disc_optimizer.step()
-                    disc_optimizer.zero_grad(set_to_none=True)
-                ema.update(accelerator.unwrap_model(model))
+                terms = train_step(self, parts, batches, step)
                 done = step + 1
-
-                # logging: losses averaged over processes
-                names = sorted(totals)
-                reduced = accelerator.reduce(torch.stack([totals[k].to(device) for k in names]), reduction="mean")
-                values = {k: float(v) for k, v in zip(names, reduced.cpu())}
-                if main:
-                    row = {"step": done, "samples": done * layout.global_batch,
-                           "epoch": done * layout.global_batch / len(self.train_dataset),
-                           "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
-                           "steps_per_s": progress.steps_per_second(done),
-                           "seconds": time.perf_counter() - started, **values}
-                    log.write(row)
-                    tb.scalars(done, {**values, "lr": row["lr"]})
-                    progress.update(done, {k: values[k] for k in ("loss", "simple") if k in values})
-                    if not all(math.isfinite(v) for v in values.values()):
-                        raise TrainingError(f"the loss became {values} at step {done}; lower --lr or use "
-                                            "--mixed-precision no")
+                now = time.perf_counter()
+                step_log.add({"step": done, "samples": done * layout.global_batch,
+                              "epoch": done * layout.global_batch / len(self.train_dataset),
+                              "lr": parts.optimizer.param_groups[0]["lr"],
+                              "steps_per_s": progress.steps_per_second(done), "seconds": now - started}, terms)
                 out_of_time = False
                 if cfg.max_minutes is not None:  # the same decision on every process
-                    late = torch.tensor([float(time.perf_counter() - started > 60.0 * cfg.max_minutes)], device=device)
-                    out_of_time = bool(accelerator.reduce(late, reduction="sum").item() > 0)
+                    late = now - started > 60.0 * cfg.max_minutes
+                    if accelerator.num_processes > 1:  # agreed at log intervals only: a collective waits
+                        late = done % cfg.log_every == 0 and bool(accelerator.reduce(
+                            torch.tensor([float(late)], device=device), reduction="sum").item() > 0)
+                    out_of_time = late
                 last = done == cfg.max_steps or out_of_time
-                if cfg.validate_every > 0 and self.val_dataset is not None and (done % cfg.validate_every == 0 or last):
-                    self._validate(done, ema, ema_unet, val_log, tb, progress)
-                if (cfg.checkpoint_every > 0 and done % cfg.checkpoint_every == 0) or last:
-                    self._save(done, layout, unet_config, accelerator, model, ema, ema_unet, optimizer, lr_schedule,
-                               disc_model, disc_optimizer)
+                validating = cfg.validate_every > 0 and self.val_dataset is not None and (
+                    done % cfg.validate_every == 0 or last)
+                saving = (cfg.checkpoint_every > 0 and done % cfg.checkpoint_every == 0) or last
+                if done % cfg.log_every == 0 or last or validating or saving:
+                    self._write_logs(step_log.flush(), log, tb, progress)
+                if validating:
+                    self._validate(done, parts.ema, parts.ema_unet, val_log, tb, progress)
+                if saving:
+                    self._save(done, layout, unet_config, accelerator, parts.model, parts.ema, parts.ema_unet,
+                               parts.optimizer, parts.lr_schedule, parts.disc_model, parts.disc_optimizer)
                 if out_of_time:
                     progress.write(f"stopping after step {done}: the --max-minutes {cfg.max_minutes:g} budget is spent")
                     break
@@ -345,19 +331,38 @@ class Trainer:
                     f"out of memory at step {step + 1} with --batch-size {cfg.batch_size} at {image_size} px on "
                     f"{device}; lower --batch-size (and raise --grad-accum to keep the global batch of "
                     f"{layout.global_batch}), or use --mixed-precision bf16") from exc
+            if cfg.compile and type(exc).__module__.startswith("torch._dynamo"):
+                raise TrainingError(f"--compile failed ({str(exc).splitlines()[0][:300]}); train without --compile, "
+                                    "or install a C++ compiler (g++) for torch.compile on the CPU") from exc
             raise
         progress.close()
 
         # 8. the final pipeline folder: EMA weights, safetensors
         final = self.run_dir / "final"
         if main:
-            self._save_final(final, ema, ema_unet)
+            self._save_final(final, parts.ema, parts.ema_unet)
             progress.write(f"saved the EMA weights to {final} (python -m lipsync --checkpoint {final} ...)")
         accelerator.wait_for_everyone()
         if tb is not None:
             tb.close()
         accelerator.end_training()
         return final
+
+    def _write_logs(self, rows, log: Optional[CSVLog], tb, progress: Progress) -> None:
+        """Main process: the read-back rows of the last steps to losses.csv, TensorBoard and the progress line;
+        a clear error at the first step whose loss is not finite."""
+        if log is None:
+            return
+        for row in rows:
+            values = {k: v for k, v in row.items() if k in LOSS_TERMS + ("loss", "gan_d")}
+            log.write({"grad_norm": math.nan, **row})
+            tb.scalars(row["step"], {**values, "lr": row["lr"]})
+            if not all(math.isfinite(v) for v in values.values()):
+                progress.close()
+                raise TrainingError(f"the loss became {values} at step {row['step']}; lower --lr or use "
+                                    "--mixed-precision no")
+        if rows:
+            progress.update(rows[-1]["step"], {k: rows[-1][k] for k in ("loss", "simple") if k in rows[-1]})
 
     # -- one step's losses ------------------------------------------------------------------------------
     def losses(self, model, batch: Dict[str, Any], step: int, mask: torch.Tensor, disc_model=None):
@@ -379,24 +384,12 @@ class Trainer:
 
         accelerator, weights = self.accelerator, self.weights
         device = accelerator.device
-        faces = batch["faces"].to(device).float()  # (B, 5, 3, S, S)
+        inputs = step_inputs(self.config, self.schedule, batch, step, mask, device)
+        faces, x0, x_t, t = inputs.faces, inputs.x0, inputs.x_t, inputs.t
         b, f, c, s, _ = faces.shape
-        x0 = faces.reshape(b * f, c, s, s)
-        reference = batch["reference"].to(device).float()[:, None].expand(-1, f, -1, -1, -1).reshape(b * f, c, s, s)
-        mels = apply_audio_dropout(batch["mels"].to(device).float(), self.config.seed, batch["index"].tolist(), step,
-                                   self.config.audio_dropout)  # (B, 5, 80, 16): some samples silenced
-        mels = mels.reshape(b * f, *mels.shape[2:])
-        t, noise, cond_noise = draw_noise(self.config.seed, batch["index"].tolist(), step, f, s,
-                                          self.schedule.num_timesteps, c)
-        t, noise, cond_noise = t.to(device), noise.to(device), cond_noise.to(device)
-        x_t = self.schedule.q_sample(x0, t, noise)
-        cond = x0 * (1 - mask) + mask * cond_noise
-        with accelerator.autocast():
-            out = model(x_t, t, cond_image=cond, mask=mask.expand(b * f, -1, -1, -1), reference=reference,
-                        audio=mels).sample
-        out = out.float()  # (B*5, 6, S, S)
+        out = unet_forward(accelerator, model, inputs, mask)  # (B*5, 6, S, S)
         eps = out[:, :c]
-        terms: Dict[str, torch.Tensor] = {"simple": loss_simple(eps, noise, mask)}
+        terms: Dict[str, torch.Tensor] = {"simple": loss_simple(eps, inputs.noise, mask)}
         if weights.vlb > 0:
             terms["vlb"] = loss_vlb(self.schedule, out, x0, x_t, t, mask)
         fake_seq = None
@@ -526,7 +519,7 @@ class Trainer:
                 "with the same global batch and seed")
         load_checked_state_dict(unet, ckpt.load_unet_weights(path / "unet"), what="the resumed model")
         ema.load_state_dict(ckpt.load_unet_weights(path / "ema"), state["ema_num_updates"])
-        optimizer.load_state_dict(ckpt.load_tensor_file(path / "optimizer.pt"))
+        load_adamw_state(optimizer, ckpt.load_tensor_file(path / "optimizer.pt"))
         lr_schedule.load_state_dict(state["lr_schedule"])
         if discriminator is not None:
             if not (path / "discriminator.safetensors").is_file():
@@ -534,7 +527,7 @@ class Trainer:
                                     "the GAN term); resume with the run's --preset / --lambda-gan")
             load_checked_state_dict(discriminator, ckpt.load_safetensors(path / "discriminator.safetensors"),
                                     what="the sequential discriminator")
-            disc_optimizer.load_state_dict(ckpt.load_tensor_file(path / "disc_optimizer.pt"))
+            load_adamw_state(disc_optimizer, ckpt.load_tensor_file(path / "disc_optimizer.pt"))
         rng = ckpt.load_rng_state(path, self.accelerator.process_index)
         if rng is not None:
             ckpt.restore_rng_state(rng)
