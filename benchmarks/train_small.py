@@ -1,6 +1,7 @@
 """Show that the trainer learns: train a small Diff2Lip on this CPU for a fixed wall time, then measure it.
 
     python benchmarks/train_small.py [--minutes 60] [--output /work/runs/small] [--sync-expert PATH]
+    python benchmarks/train_small.py --device cuda [--minutes 8] [--compile] [--init SOURCE]    # the GPU recipe
 
 Not part of CI. Steps (each skipped when its output already exists, so the script resumes):
 
@@ -21,6 +22,12 @@ The size is chosen for a 2-core CPU shared with other jobs: 64 px crops (the pip
 crops in and out), 32 base channels, 4 levels (64/32/16/8 px, attention at 16 and 8), one residual block
 per level (about 5 M parameters against the paper's ~100 M), batch 2 x 5 frames, bf16 autocast (AMX),
 one thread per process (faster than two on a busy machine).
+
+``--device cuda`` is the GPU recipe (:data:`GPU_RECIPE`, about 8 minutes on one H100/H200): the model size of
+``small64_h200`` (64 px, 64 base channels, 15.9 M parameters), batch 64, bf16, 8 loader workers, and the training
+options against the copy shortcut (audio dropout 0.1, the reference at least 25 frames from the window and
+jittered half of the time, the audio encoder at 5x the learning rate). It scores on the GPU and writes
+``docs/train_small_gpu_*`` (the same JSON and figures), so the CPU figures stay. The CPU path is unchanged.
 """
 
 from __future__ import annotations
@@ -43,6 +50,14 @@ sys.path.insert(0, str(REPO))
 
 MODEL_FLAGS = ["--image-size", "64", "--model-channels", "32", "--channel-mult", "1,2,2,4",
                "--num-res-blocks", "1", "--attention-resolutions", "16,8", "--num-head-channels", "32"]
+# --device cuda: small64_h200's model size and loop settings, plus the options against the copy shortcut
+GPU_MODEL_FLAGS = ["--image-size", "64", "--model-channels", "64", "--channel-mult", "1,2,2,4",
+                   "--num-res-blocks", "1", "--attention-resolutions", "16,8", "--num-head-channels", "32"]
+GPU_RECIPE = ["--batch-size", 64, "--lr", 3e-4, "--lr-warmup-steps", 200, "--ema-decay", 0.998,
+              "--mixed-precision", "bf16", "--num-workers", 8, "--threads", 4, "--checkpoint-every", 500,
+              "--validate-every", 500, "--log-every", 50,
+              "--audio-dropout", 0.1, "--reference-min-distance", 25, "--reference-augment", 0.5,
+              "--audio-lr-scale", 5]
 
 
 def run(cmd, **kwargs) -> None:
@@ -229,10 +244,38 @@ def grid_png(columns, labels, path: Path) -> None:
 # -- main -------------------------------------------------------------------------------------------------
 
 
+def train_command(args, run_dir: Path) -> list:
+    """The ``python -m lipsync.train`` command: the CPU run of the README, or the GPU recipe (``--device cuda``)."""
+    cmd = [sys.executable, "-m", "lipsync.train", "--data", args.data, "--val-data", args.val_data,
+           "--output", run_dir, "--preset", "sync" if args.sync_expert else "simple", "--lambda-l2", args.lambda_l2,
+           "--l2-weighting", args.l2_weighting]
+    if args.device == "cuda":
+        cmd += [*(["--init", args.init] if args.init else GPU_MODEL_FLAGS), *GPU_RECIPE, "--max-steps", 1_000_000,
+                "--max-minutes", args.minutes, "--val-samples", 16, "--val-grid", 6, "--seed", 0]
+        if args.compile:
+            cmd += ["--compile"]
+    else:
+        cmd += [*MODEL_FLAGS, "--batch-size", args.batch_size, "--lr", args.lr, "--lr-warmup-steps", 100,
+                "--ema-decay", 0.999, "--mixed-precision", "bf16", "--threads", 1, "--max-steps", 1_000_000,
+                "--max-minutes", args.minutes, "--checkpoint-every", 100, "--validate-every", 100,
+                "--val-samples", 16, "--val-grid", 6, "--log-every", 25, "--seed", 0]
+    if args.sync_expert:
+        cmd += ["--sync-expert", args.sync_expert]
+    if (run_dir / "checkpoints").is_dir():
+        cmd += ["--resume"]
+    return cmd
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--minutes", type=float, default=60.0, help="training wall time")
-    p.add_argument("--output", type=Path, default=Path("/work/runs/small"), help="run folder (outside git)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cpu: the README's 2-core run; cuda: the GPU recipe (GPU_RECIPE, docs/train_small_gpu_*)")
+    p.add_argument("--minutes", type=float, default=None, help="training wall time (default 60 on the CPU, 8 on a GPU)")
+    p.add_argument("--output", type=Path, default=None,
+                   help="run folder, outside git (default /work/runs/small, or /work/runs/small_gpu with --device cuda)")
+    p.add_argument("--init", default=None, help="--device cuda: fine-tune this model instead of training from scratch")
+    p.add_argument("--compile", action="store_true", help="--device cuda: torch.compile the UNet")
+    p.add_argument("--dry-run", action="store_true", help="print the training command and stop")
     p.add_argument("--data", type=Path, default=Path("/work/data/train_opencv"), help="training dataset (made or reused)")
     p.add_argument("--val-data", type=Path, default=Path("/work/data/val_pub"), help="held-out dataset (made or reused)")
     p.add_argument("--media", type=Path, default=SHARED / "media")
@@ -248,6 +291,22 @@ def main(argv=None) -> int:
     p.add_argument("--docs", type=Path, default=REPO / "docs")
     p.add_argument("--skip-train", action="store_true", help="only score and draw an existing run")
     args = p.parse_args(argv)
+    gpu = args.device == "cuda"
+    if args.minutes is None:
+        args.minutes = 8.0 if gpu else 60.0
+    if args.output is None:
+        args.output = Path("/work/runs/small_gpu" if gpu else "/work/runs/small")
+    if not gpu and (args.init or args.compile):
+        p.error("--init and --compile belong to the GPU recipe (--device cuda)")
+    if args.dry_run:
+        print(" ".join(str(c) for c in train_command(args, args.output)))
+        return 0
+    import torch
+
+    if gpu and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA GPU here; run without --device for the CPU run")
+    device = "cuda" if gpu else "cpu"
+    stem = "train_small_gpu" if gpu else "train_small"  # the GPU run's figures beside the CPU run's
 
     # 1. data
     if not (args.data / "manifest.json").is_file():
@@ -259,44 +318,38 @@ def main(argv=None) -> int:
     # 2. train
     run_dir = args.output
     if not args.skip_train and not (run_dir / "final" / "model_index.json").is_file():
-        cmd = [sys.executable, "-m", "lipsync.train", "--data", args.data, "--val-data", args.val_data,
-               "--output", run_dir, "--preset", "sync" if args.sync_expert else "simple", "--lambda-l2", args.lambda_l2,
-               "--l2-weighting", args.l2_weighting,
-               *MODEL_FLAGS, "--batch-size", args.batch_size, "--lr", args.lr, "--lr-warmup-steps", 100,
-               "--ema-decay", 0.999, "--mixed-precision", "bf16", "--threads", 1, "--max-steps", 1_000_000,
-               "--max-minutes", args.minutes, "--checkpoint-every", 100, "--validate-every", 100,
-               "--val-samples", 16, "--val-grid", 6, "--log-every", 25, "--seed", 0]
-        if args.sync_expert:
-            cmd += ["--sync-expert", args.sync_expert]
-        if (run_dir / "checkpoints").is_dir():
-            cmd += ["--resume"]
         started = time.time()
-        run(cmd)
+        run(train_command(args, run_dir))
         print(f"trained for {(time.time() - started) / 60:.1f} min")
 
     # 3. score held-out frames at the 128 px crop size
-    import torch
-
     from lipsync import load_pipeline
 
-    torch.set_num_threads(1)
+    if not gpu:
+        torch.set_num_threads(1)
     faces, refs, mels, clips = held_out_frames(args.val_data, args.eval_frames)
-    trained = generate(load_pipeline(run_dir / "final", device="cpu"), faces, refs, mels)
-    untrained = generate(untrained_pipeline(run_dir), faces, refs, mels)
+
+    def starting_pipeline():  # the weights training began from: the --init model, else the seeded initialisation
+        if args.init:
+            return load_pipeline(args.init, device=device, dtype="fp32")
+        return untrained_pipeline(run_dir).to(device) if gpu else untrained_pipeline(run_dir)
+
+    trained = generate(load_pipeline(run_dir / "final", device=device), faces, refs, mels)
+    untrained = generate(starting_pipeline(), faces, refs, mels)
     copy_ref = faces.copy()
     copy_ref[:, 64:] = refs[:, 64:]
     rows = {"trained": lower_scores(faces, trained), "untrained": lower_scores(faces, untrained),
             "copy the reference": lower_scores(faces, copy_ref)}
-    trained_pipe = load_pipeline(run_dir / "final", device="cpu")
+    trained_pipe = load_pipeline(run_dir / "final", device="cpu")  # one-step PSNR on the CPU in fp32 on any device
     one_step = {"trained": one_step_psnr(trained_pipe.unet, args.val_data, args.eval_frames),
-                "untrained": one_step_psnr(untrained_pipeline(run_dir).unet, args.val_data, args.eval_frames)}
+                "untrained": one_step_psnr(starting_pipeline().unet.cpu(), args.val_data, args.eval_frames)}
     # does the model use its audio? right vs wrong audio (other frames, another clip, silence), in fp32
     from lipsync.evaluate import audio_dependence_frames, evaluate_audio_dependence
 
     held = audio_dependence_frames(args.val_data, count=args.eval_frames)
-    audio_dep = {"trained": evaluate_audio_dependence(load_pipeline(run_dir / "final", device="cpu", dtype="fp32"),
+    audio_dep = {"trained": evaluate_audio_dependence(load_pipeline(run_dir / "final", device=device, dtype="fp32"),
                                                       held),
-                 "untrained": evaluate_audio_dependence(untrained_pipeline(run_dir), held, sample=False)}
+                 "untrained": evaluate_audio_dependence(starting_pipeline(), held, sample=False)}
     losses = read_csv(run_dir / "losses.csv")
     config = json.loads((run_dir / "run_config.json").read_text())
     summary = {
@@ -310,19 +363,25 @@ def main(argv=None) -> int:
         "one_step_x0_psnr": one_step,
         "audio_dependence": {name: report.as_dict() for name, report in audio_dep.items()},
     }
+    if gpu:
+        summary["device"] = torch.cuda.get_device_name(0)
+        summary["train_options"] = {k: config["train"].get(k) for k in (
+            "audio_dropout", "reference_min_distance", "reference_augment", "x0_clip", "audio_lr_scale", "compile",
+            "batch_size", "lr", "init")}  # with --init, "untrained" rows are that model's
     val = read_csv(run_dir / "validation.csv") if (run_dir / "validation.csv").is_file() else []
     if val:
         summary["held_out_simple_first"], summary["held_out_simple_last"] = float(val[0]["simple"]), float(val[-1]["simple"])
     args.docs.mkdir(parents=True, exist_ok=True)
-    (args.docs / "train_small_results.json").write_text(json.dumps(summary, indent=1))
+    (args.docs / f"{stem}_results.json").write_text(json.dumps(summary, indent=1))
 
     # 4. figures
+    where = f"on one {summary['device']}" if gpu else "on a shared 2-core CPU"
     title = (f"Diff2Lip small ({config['parameters'] / 1e6:.1f} M params, {summary['image_size']} px), "
-             f"{summary['steps']} steps in {summary['minutes']:.0f} min on a shared 2-core CPU")
-    loss_curve_png(run_dir / "losses.csv", run_dir / "validation.csv", args.docs / "train_small_loss.png", title)
+             f"{summary['steps']} steps in {summary['minutes']:.0f} min {where}")
+    loss_curve_png(run_dir / "losses.csv", run_dir / "validation.csv", args.docs / f"{stem}_loss.png", title)
     shown = np.linspace(0, len(faces) - 1, min(6, len(faces))).round().astype(int)
     grid_png([faces[shown], copy_ref[shown], untrained[shown], trained[shown]],
-             ["source", "copy reference", "untrained", "trained"], args.docs / "train_small_grid.png")
+             ["source", "copy reference", "untrained", "trained"], args.docs / f"{stem}_grid.png")
 
     print(f"\n{title}\n")
     print("| lower half, held-out frames | PSNR (dB) | SSIM |\n|---|---|---|")

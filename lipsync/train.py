@@ -54,6 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--audio-dropout", type=float, default=0.0, metavar="P",
                    help="train a fraction P of the samples with the null audio (the mel of silence), so that "
                         "sampling can use audio guidance (--audio-guidance); recorded in the model's config")
+    g.add_argument("--x0-clip", action=argparse.BooleanOptionalAction, default=True,
+                   help="clip x̂0 to [-1, 1] before L2/LPIPS/sync/GAN (default, as sampling does); --no-x0-clip keeps "
+                        "those terms' gradient where x̂0 is out of range (clipping zeroes it there)")
+
+    g = p.add_argument_group("against the copy shortcut (defaults: the paper's training)")
+    g.add_argument("--reference-min-distance", type=int, default=0, metavar="N",
+                   help="draw the reference frame at least N frames from the sample's 5-frame window (default 0: "
+                        "anywhere outside it); clips with no frame that far use their farthest frames")
+    g.add_argument("--reference-augment", type=float, default=0.0, metavar="P",
+                   help="with probability P per sample, jitter the reference frame (scale and position by a few %%, "
+                        "brightness, contrast, saturation), drawn from the seed: resumes stay exact")
+    g.add_argument("--audio-lr-scale", type=float, default=1.0, metavar="S",
+                   help="learning rate of the audio encoder (audio_encoder*, its own AdamW group) = S x --lr; "
+                        "the LR warm-up applies to both groups (default 1: one group)")
+
+    g = p.add_argument_group("losses, networks")
     g.add_argument("--lpips-vgg", default=None, metavar="PATH", help="VGG16 weights for LPIPS (vgg16-397923af.pth)")
     g.add_argument("--lpips-heads", default=None, metavar="PATH", help="LPIPS linear heads (lpips v0.1 vgg.pth)")
     g.add_argument("--sync-expert", default=None, metavar="PATH",
@@ -116,7 +132,9 @@ def config_from_args(args: argparse.Namespace):
         data=args.data, output=args.output, init=args.init, resume=args.resume, preset=args.preset,
         loss_weights={t: getattr(args, f"lambda_{t}") for t in ("simple", "vlb", "l2", "lpips", "sync", "gan")},
         lpips_vgg=args.lpips_vgg, lpips_heads=args.lpips_heads, sync_expert=args.sync_expert,
-        l2_weighting=args.l2_weighting, audio_dropout=args.audio_dropout,
+        l2_weighting=args.l2_weighting, audio_dropout=args.audio_dropout, x0_clip=args.x0_clip,
+        reference_min_distance=args.reference_min_distance, reference_augment=args.reference_augment,
+        audio_lr_scale=args.audio_lr_scale,
         batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay,
         lr_warmup_steps=args.lr_warmup_steps, max_grad_norm=args.max_grad_norm, max_steps=args.max_steps,
         max_minutes=args.max_minutes,

@@ -165,8 +165,10 @@ def test_generate_and_stop_states(tiny_pipeline_dir):
     assert run["interactive"] is False and stop["interactive"] is True
     run, stop = h.on_stopping()
     assert run["interactive"] is False and stop["interactive"] is False and stop["value"] == texts.STOPPING
-    run, stop = h.on_finish()
+    status, run, stop = h.on_finish("Done in 3 s: 15 frames (0.6 s).")
     assert run["interactive"] is True and stop["interactive"] is False and stop["value"] == "Stop"
+    assert status == gr.update()  # the job's own last word stands
+    assert h.on_finish(texts.STARTING)[0] == texts.STOPPED  # a job cancelled before it could answer
     # a job stopped while it waited for its turn (the page took it out of the queue) is said to be stopped
     assert h.on_stop(texts.STARTING, REQUEST) == texts.STOPPED
     assert h.on_stop("Done in 3 s: 15 frames (0.6 s).", REQUEST) == gr.update()  # it had just ended

@@ -15,9 +15,9 @@ B = MEDIA / "pub_video2_retalking_face5.mp4"
 C = MEDIA / "pub_video3_sadtalker_katiehill.mp4"
 
 
-def cuts_of(path) -> list:
+def cuts_of(path, start=0, count=None) -> list:
     meter = ChangeMeter()
-    for chunk in iter_frames(path, 32):
+    for chunk in iter_frames(path, 32, start=start, count=count):
         meter.add(chunk)
     return find_cuts(np.array(meter.changes)).tolist()
 
@@ -35,6 +35,14 @@ def test_cuts_are_found_at_the_concat_points(tmp_path):
     assert cuts_of(zoom) == [10]  # the same picture, 1.28 x larger from one frame to the next
     moved = concat_shots(tmp_path / "moved.mp4", [(A, 0, 12, ""), (A, 12, 10, "scale=128:128,pad=192:192:50:40")])
     assert cuts_of(moved) == [12]
+
+
+def test_a_jump_cut_in_real_footage_is_found():
+    """train_02 (LatentSync's demo 3) cuts from frame 270 (eyes closed, hands folded) to 271 (talking, hands up)."""
+    clip = need_shared(MEDIA / "train" / "train_02_latentsync_demo3_video.mp4")
+    if not clip.is_file():
+        pytest.skip(f"{clip} is absent")
+    assert cuts_of(clip, start=250, count=40) == [21]
 
 
 def test_clip_detections_carry_the_shots(tmp_path):

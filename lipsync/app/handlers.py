@@ -143,8 +143,9 @@ class Handlers:
         if self.engine.pipeline_loaded:
             return ""
         with self._weights_lock:
-            if not refresh and self._weights is not None and time.monotonic() - self._weights[0] < self.WEIGHTS_RECHECK_S:
-                return self._weights[1]
+            known = self._weights
+            if not refresh and known is not None and time.monotonic() - known[0] < self.WEIGHTS_RECHECK_S:
+                return known[1]
             problem = ""
             if self.engine.checkpoint is None:  # the default weights (a given path is read when the model loads)
                 from lipsync.model.loading import check_weights
@@ -244,7 +245,7 @@ class Handlers:
         (self._faceless.add if is_photo and not found else self._faceless.discard)(str(path))
         if not found:
             message = texts.NO_FACE_PHOTO if is_photo else texts.NO_FACE_IN_FRAME.format(index=index)
-        slider = gr.update(maximum=max(last, 1), value=clamped) if clamped != chosen else gr.update(maximum=max(last, 1))
+        slider = gr.update(maximum=max(last, 1), **({"value": clamped} if clamped != chosen else {}))
         return slider, image, note(message), tab, count
 
     @staticmethod
@@ -382,9 +383,11 @@ class Handlers:
         return (status, None, None, gr.update(value=None, interactive=False), "", "", None, None,
                 gr.update(interactive=False), gr.update(value="Stop", interactive=not problem))
 
-    def on_finish(self):
-        """After a job (done, failed or stopped): (Generate, Stop)."""
-        return gr.update(interactive=not self.weights_problem()), gr.update(value="Stop", interactive=False)
+    def on_finish(self, status):
+        """After a job (done, failed or stopped): (status, Generate, Stop). A job stopped before it could
+        answer (taken out of the queue, or cancelled while it ran) left the status saying it is starting."""
+        return (texts.STOPPED if status == texts.STARTING else gr.update(),
+                gr.update(interactive=not self.weights_problem()), gr.update(value="Stop", interactive=False))
 
     @staticmethod
     def on_stopping():
@@ -392,7 +395,6 @@ class Handlers:
         return gr.update(interactive=False), gr.update(value=texts.STOPPING, interactive=False)
 
     def on_stop(self, status, request: gr.Request):
-        print("ON_STOP", repr(status), self.stops.running(request.session_hash or ""), flush=True)
         """Stop this session's job: the status once it has ended (or after 8 s). A job still waiting for its
         turn is taken out of the queue by the page (its status still says it is starting)."""
         if self.stops.stop(request.session_hash or "") or status == texts.STARTING:

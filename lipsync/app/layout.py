@@ -62,7 +62,11 @@ SCROLL_TO_RESULTS_JS = """(...args) => {
 }"""
 
 # Stop pressed: Generate is off at once, before the server has answered (a click then would be lost)
-STOPPING_JS = """(...args) => { const run = document.getElementById('run'); if (run) run.disabled = true; return args; }"""
+STOPPING_JS = """(...args) => {
+    const run = document.getElementById('run');
+    if (run) run.disabled = true;
+    return args;
+}"""
 
 # Runs once on page load: the status line is announced to screen readers; the reference slider answers the
 # keyboard as it answers the mouse (Enter in its number box, arrow keys on its track: "released"); the browser's
@@ -323,7 +327,8 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
             h.on_run, [*job_inputs, *extra_inputs],
             [status, side_by_side, result, download, report_md, scores, report_json, result_tabs, face_message,
              speech_message, first_frame], concurrency_id="model", show_progress_on=[status], **private)
-        run_event.then(h.on_finish, None, [run_button, stop_button], queue=False, show_progress="hidden", **private).then(h.on_info, info_inputs, info, show_progress="hidden", **private)
+        run_event.then(h.on_finish, status, [status, run_button, stop_button], queue=False, show_progress="hidden",
+                       **private).then(h.on_info, info_inputs, info, show_progress="hidden", **private)
         # Stop: Generate and Stop are off until the job has ended (a job waiting for its turn leaves the queue)
         stop_button.click(h.on_stopping, None, [run_button, stop_button], queue=False, show_progress="hidden",
                           cancels=[run_event], js=STOPPING_JS, **private)

@@ -55,8 +55,10 @@ MOUTH_OUT_VIDEO = ("The mouth is outside the picture in this video. Use a video 
                    "visible.")
 MOUTH_OUT_IN_FRAME = ("The mouth is outside the picture in frame {index} of this video. Choose another reference "
                       "frame.")
-SPEECH_TOO_SHORT = "This speech is {seconds:.2f} s long; at least {minimum:g} s is needed. Upload or record a longer one."
-SPEECH_TOO_LONG = "This speech is {seconds:.1f} s long; this server takes at most {maximum:g} s. Trim it and upload it again."
+SPEECH_TOO_SHORT = ("This speech is {seconds:.2f} s long; at least {minimum:g} s is needed. Upload or record a "
+                    "longer one.")
+SPEECH_TOO_LONG = ("This speech is {seconds:.1f} s long; this server takes at most {maximum:g} s. Trim it and "
+                   "upload it again.")
 UNEXPECTED = "⚠️ {what} failed unexpectedly ({error}). Please try again; the details are in the server log."
 
 

@@ -67,6 +67,11 @@ class TrainConfig:
     sync_expert: Optional[str] = None
     l2_weighting: str = "none"  # "none": the paper's plain L2 on x̂0; "snr": weighted by min(1, SNR_t)
     audio_dropout: float = 0.0  # fraction of samples trained with the null audio (for audio guidance)
+    # against the copy shortcut (a model that copies the reference's mouth and ignores the mel); defaults: the paper
+    reference_min_distance: int = 0  # the reference frame is at least this many frames from the window (0: outside)
+    reference_augment: float = 0.0  # fraction of samples whose reference gets a small affine + colour jitter
+    x0_clip: bool = True  # clip x̂0 to [-1, 1] before the x̂0 terms (L2, LPIPS, sync, GAN); False keeps their gradient
+    audio_lr_scale: float = 1.0  # the audio encoder's learning rate is this times --lr (its own AdamW group)
     compile: bool = False  # torch.compile the UNet (compiled at the first step)
 
     def model_overrides(self) -> Dict[str, Any]:
@@ -86,6 +91,13 @@ def check_config(cfg: TrainConfig) -> None:
         raise TrainingError(f"--l2-weighting must be one of {', '.join(L2_WEIGHTINGS)}, got {cfg.l2_weighting!r}")
     if not 0 <= cfg.audio_dropout < 1:
         raise TrainingError(f"--audio-dropout must be in [0, 1), got {cfg.audio_dropout}")
+    if int(cfg.reference_min_distance) != cfg.reference_min_distance or cfg.reference_min_distance < 0:
+        raise TrainingError(f"--reference-min-distance must be a whole number of frames >= 0, got "
+                            f"{cfg.reference_min_distance}")
+    if not 0 <= cfg.reference_augment <= 1:
+        raise TrainingError(f"--reference-augment must be in [0, 1], got {cfg.reference_augment}")
+    if not (cfg.audio_lr_scale > 0 and cfg.audio_lr_scale < float("inf")):
+        raise TrainingError(f"--audio-lr-scale must be a finite number > 0, got {cfg.audio_lr_scale}")
     if not 0 <= cfg.ema_decay < 1:
         raise TrainingError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
     if cfg.image_size is not None and (cfg.image_size < 32 or cfg.image_size % 16):

@@ -181,22 +181,30 @@ class Diff2LipDataset(torch.utils.data.Dataset):
         num_frames: consecutive frames per sample (the paper: 5).
         image_size: side S of the returned faces; crops are resized from 128 with cv2.INTER_AREA when S != 128.
         seed: with the index (and :meth:`set_epoch`), fixes the reference frame choice.
+        reference_min_distance: the reference is at least this many frames from the window (0 or 1: anywhere
+            outside it, the paper's rule); a window of a clip with no valid frame that far takes one of the
+            farthest valid frames instead (:meth:`reference_index`).
 
     ``dataset[i]`` is deterministic for a given (seed, epoch, i)::
 
         faces     (num_frames, 3, S, S) float32 in [-1, 1]   consecutive frames start .. start + num_frames - 1
         reference (3, S, S) float32 in [-1, 1]               a valid frame of the clip outside that window
+                                                             (>= reference_min_distance frames from it)
         mels      (num_frames, 80, 16) float32 in [-4, 4]    lipsync.media.audio.mel_windows(mel, fps)[start + j]
         sync_mel  (1, 80, 16) float32 in [-4, 4]             mel columns [c, c + 16), c = floor(80 * start / fps)
         audio     (3200,) float32                            samples [200 c, 200 c + 3200), zero-padded at the end
         clip, start: int                                     manifest index of the clip, first frame
     """
 
-    def __init__(self, root, split: str = "train", num_frames: int = 5, image_size: int = 128, seed: int = 0):
+    def __init__(self, root, split: str = "train", num_frames: int = 5, image_size: int = 128, seed: int = 0,
+                 reference_min_distance: int = 0):
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         if num_frames < 1 or image_size < 8:
             raise ValueError(f"num_frames must be >= 1 and image_size >= 8, got {num_frames}, {image_size}")
+        if int(reference_min_distance) < 0:
+            raise ValueError(f"reference_min_distance must be >= 0, got {reference_min_distance}")
+        self.reference_min_distance = int(reference_min_distance)
         self.root = Path(root)
         self.split = split
         self.num_frames = int(num_frames)
@@ -255,10 +263,15 @@ class Diff2LipDataset(torch.utils.data.Dataset):
         return int(clip), int(start)
 
     def reference_index(self, i: int) -> int:
-        """The frame used as the reference of sample ``i``: a valid frame outside its window."""
+        """The frame used as the reference of sample ``i``: a valid frame outside its window, at least
+        ``reference_min_distance`` frames from it (distance 1: the frame next to the window), drawn from
+        ``(seed, epoch, i)``. When the clip has no valid frame that far, one of its farthest valid frames."""
         clip, start = self.window(i)
         frames = self._valid_frames[clip]
-        outside = frames[(frames < start) | (frames >= start + self.num_frames)]
+        distance = np.maximum(start - frames, frames - (start + self.num_frames - 1))  # (V,) <= 0 inside the window
+        outside = frames[distance >= max(1, self.reference_min_distance)]
+        if len(outside) == 0:  # a short clip: the farthest frames (sample_starts guarantees one outside the window)
+            outside = frames[distance == distance.max()]
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         return int(outside[rng.integers(len(outside))])
 

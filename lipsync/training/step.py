@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional
 
 import torch
 
+from lipsync.training.augment import augment_references
 from lipsync.training.sampling import apply_audio_dropout, draw_noise
 
 
@@ -48,7 +49,7 @@ class StepInputs(NamedTuple):
     t: torch.Tensor  # (N,) int64
     noise: torch.Tensor  # (N, 3, S, S): ε
     cond: torch.Tensor  # (N, 3, S, S): upper half x0, lower half noise
-    reference: torch.Tensor  # (N, 3, S, S) in [-1, 1]
+    reference: torch.Tensor  # (N, 3, S, S) in [-1, 1], jittered for some samples with --reference-augment
     mels: torch.Tensor  # (N, 80, 16), the dropped-out samples' replaced by the null audio
 
 
@@ -59,9 +60,10 @@ def step_inputs(config, schedule, batch: Dict[str, Any], step: int, mask: torch.
     faces = batch["faces"].to(device, non_blocking=True).float()  # (B, 5, 3, S, S)
     b, f, c, s, _ = faces.shape
     x0 = faces.reshape(b * f, c, s, s)
-    reference = batch["reference"].to(device, non_blocking=True).float()
-    reference = reference[:, None].expand(-1, f, -1, -1, -1).reshape(b * f, c, s, s)
     indices = batch["index"].tolist()
+    reference = augment_references(batch["reference"].to(device, non_blocking=True).float(), config.seed, indices,
+                                   step, config.reference_augment)  # (B, 3, S, S): some jittered
+    reference = reference[:, None].expand(-1, f, -1, -1, -1).reshape(b * f, c, s, s)
     mels = apply_audio_dropout(batch["mels"].to(device, non_blocking=True).float(), config.seed, indices, step,
                                config.audio_dropout)  # (B, 5, 80, 16): some samples silenced
     mels = mels.reshape(b * f, *mels.shape[2:])
@@ -172,9 +174,27 @@ def adamw_kernels(device) -> Dict[str, bool]:
     return {"fused": False, "foreach": True}
 
 
+AUDIO_PREFIX = "audio_encoder"  # the UNet's audio encoder: audio_encoder.* and audio_encoder_to_style.*
+
+
+def adamw_param_groups(unet: torch.nn.Module, lr: float, audio_lr_scale: float = 1.0):
+    """What :func:`make_adamw` optimises: ``unet.parameters()`` when ``audio_lr_scale`` is 1 (one group, the
+    paper's), else two groups: every other parameter at ``lr``, then the audio encoder's (names starting with
+    ``audio_encoder``) at ``audio_lr_scale * lr``. An LR schedule scales both groups by the same factor."""
+    if audio_lr_scale == 1:
+        return unet.parameters()
+    named = [(n, p) for n, p in unet.named_parameters() if p.requires_grad]
+    audio = [p for n, p in named if n.startswith(AUDIO_PREFIX)]
+    if not audio:
+        raise ValueError(f"--audio-lr-scale: the model has no parameters named {AUDIO_PREFIX}*")
+    rest = [p for n, p in named if not n.startswith(AUDIO_PREFIX)]
+    return [{"params": rest, "lr": lr}, {"params": audio, "lr": lr * audio_lr_scale}]
+
+
 def make_adamw(params, device, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999),
                kernels: Optional[Dict[str, bool]] = None) -> torch.optim.AdamW:
-    """AdamW over ``params`` (on ``device``) with :func:`adamw_kernels`, or the given ``kernels``."""
+    """AdamW over ``params`` (parameters, or param groups of :func:`adamw_param_groups`; on ``device``) with
+    :func:`adamw_kernels`, or the given ``kernels``."""
     kernels = kernels or adamw_kernels(device)
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas,
                              fused=kernels["fused"], foreach=kernels["foreach"])
@@ -185,6 +205,10 @@ def load_adamw_state(optimizer, state: Dict[str, Any]) -> None:
     implementation (or on another device) continues with the one this machine uses."""
     inner = getattr(optimizer, "optimizer", optimizer)  # Accelerate's wrapper
     kernels = [{k: g.get(k) for k in ("fused", "foreach", "capturable")} for g in inner.param_groups]
+    saved = len(state.get("param_groups", ()))
+    if saved != len(inner.param_groups):
+        raise ValueError(f"the checkpoint's optimiser has {saved} parameter group(s), this run's {len(inner.param_groups)}"
+                         ": resume with the run's --audio-lr-scale (1 gives one group, any other value two)")
     optimizer.load_state_dict(state)
     for group, keep in zip(inner.param_groups, kernels):
         group.update(keep)

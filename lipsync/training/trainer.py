@@ -12,8 +12,9 @@ One training step, consistent with inference (:mod:`lipsync.model.pipeline`) and
     L    = λ_simple L_simple(ε̂, ε) + λ_vlb L_vlb + λ_l2 L2(x̂0)
            + λ_lpips LPIPS(x̂0) + λ_sync L_sync(x̂0) + λ_gan L_gan(x̂0)
 
-x̂0 is clipped to [-1, 1] and its upper half replaced by the known frame before the x̂0 terms (as
-sampling does), so a prediction at t ≈ T (x̂0 up to ~160 ε̂) cannot dominate them. The sequential
+x̂0 is clipped to [-1, 1] (``--no-x0-clip``: not, so the terms keep their gradient where x̂0 is out of range) and
+its upper half replaced by the known frame before the x̂0 terms (as sampling does), so a prediction at t ≈ T
+(x̂0 up to ~160 ε̂) cannot dominate them. The sequential
 discriminator is trained in alternation on the same step's real and (detached) recovered sequences.
 """
 
@@ -56,6 +57,7 @@ from lipsync.training.sampling import BatchLayout, GlobalOrder, IndexedDataset, 
 from lipsync.training.step import (
     StepLog,
     TrainParts,
+    adamw_param_groups,
     load_adamw_state,
     make_adamw,
     step_inputs,
@@ -109,8 +111,8 @@ class Trainer:
 
         cfg = self.config
         if self.train_dataset is None:
-            self.train_dataset = Diff2LipDataset(cfg.data, split="train", num_frames=NUM_FRAMES,
-                                                 image_size=image_size, seed=cfg.seed)
+            self.train_dataset = Diff2LipDataset(cfg.data, split="train", num_frames=NUM_FRAMES, image_size=image_size,
+                                                 seed=cfg.seed, reference_min_distance=cfg.reference_min_distance)
         if self.val_dataset is None and cfg.validate_every > 0:
             root = cfg.val_data or cfg.data
             try:
@@ -221,7 +223,8 @@ class Trainer:
         device = accelerator.device
         unet.to(device)
         ema = EMA(unet, decay=cfg.ema_decay)
-        optimizer = make_adamw(unet.parameters(), device, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = make_adamw(adamw_param_groups(unet, cfg.lr, cfg.audio_lr_scale), device, lr=cfg.lr,
+                               weight_decay=cfg.weight_decay)  # the audio encoder in its own group with a scale
         warmup = max(0, cfg.lr_warmup_steps)
         lr_schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
@@ -394,7 +397,8 @@ class Trainer:
             terms["vlb"] = loss_vlb(self.schedule, out, x0, x_t, t, mask)
         fake_seq = None
         if weights.l2 > 0 or weights.lpips > 0 or weights.sync > 0 or weights.gan > 0:
-            x0_hat = self.schedule.predict_x0(x_t, t, eps).clamp(-1, 1)
+            x0_hat = self.schedule.predict_x0(x_t, t, eps)
+            x0_hat = x0_hat.clamp(-1, 1) if self.config.x0_clip else x0_hat  # clamp: no gradient out of range
             x0_hat = x0 * (1 - mask) + mask * x0_hat  # the known upper half, as sampling composites
             top = int(s * (1 - _mask_fraction()))
             if weights.l2 > 0:
