@@ -109,7 +109,8 @@ def table(rows: Dict[str, dict], copy_ref: float) -> str:
     for name, row in rows.items():
         r = row["ratio_t300"]
         lines.append(f"| {name} | {row.get('steps', 0)} | {fmt(100 * r.get('other_frames', math.nan), '.3g')}% | "
-                     f"{fmt(100 * r.get('other_clip', math.nan), '.3g')}% | {fmt(100 * r.get('silence', math.nan), '.3g')}% | "
+                     f"{fmt(100 * r.get('other_clip', math.nan), '.3g')}% | "
+                     f"{fmt(100 * r.get('silence', math.nan), '.3g')}% | "
                      f"{fmt(row['psnr_right'], '.2f')} | "
                      f"{fmt(row['psnr_wrong_vs_right'].get('other_frames', math.nan), '.2f')} |")
     lines.append(f"| copy the reference | | | | | {copy_ref:.2f} | |")
@@ -137,7 +138,8 @@ def read_steps(run_dir: Path) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--init", default=str(SHARED / "models" / "small64_h200"), help="the model every variant starts from")
+    p.add_argument("--init", default=str(SHARED / "models" / "small64_h200"),
+                   help="the model every variant starts from")
     p.add_argument("--minutes", type=float, default=None, help="wall-time budget of each variant")
     p.add_argument("--max-steps", type=int, default=None, help="step budget of each variant (fairer on a busy machine)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")

@@ -272,7 +272,7 @@ def main(argv=None) -> int:
                    help="cpu: the README's 2-core run; cuda: the GPU recipe (GPU_RECIPE, docs/train_small_gpu_*)")
     p.add_argument("--minutes", type=float, default=None, help="training wall time (default 60 on the CPU, 8 on a GPU)")
     p.add_argument("--output", type=Path, default=None,
-                   help="run folder, outside git (default /work/runs/small, or /work/runs/small_gpu with --device cuda)")
+                   help="run folder, outside git (default /work/runs/small; /work/runs/small_gpu with --device cuda)")
     p.add_argument("--init", default=None, help="--device cuda: fine-tune this model instead of training from scratch")
     p.add_argument("--compile", action="store_true", help="--device cuda: torch.compile the UNet")
     p.add_argument("--dry-run", action="store_true", help="print the training command and stop")

@@ -70,7 +70,7 @@ class TrainConfig:
     # against the copy shortcut (a model that copies the reference's mouth and ignores the mel); defaults: the paper
     reference_min_distance: int = 0  # the reference frame is at least this many frames from the window (0: outside)
     reference_augment: float = 0.0  # fraction of samples whose reference gets a small affine + colour jitter
-    x0_clip: bool = True  # clip x̂0 to [-1, 1] before the x̂0 terms (L2, LPIPS, sync, GAN); False keeps their gradient
+    x0_clip: bool = True  # clip x̂0 to [-1, 1] before L2, LPIPS, sync, GAN; False keeps their gradient out of range
     audio_lr_scale: float = 1.0  # the audio encoder's learning rate is this times --lr (its own AdamW group)
     compile: bool = False  # torch.compile the UNet (compiled at the first step)
 

@@ -207,8 +207,8 @@ def load_adamw_state(optimizer, state: Dict[str, Any]) -> None:
     kernels = [{k: g.get(k) for k in ("fused", "foreach", "capturable")} for g in inner.param_groups]
     saved = len(state.get("param_groups", ()))
     if saved != len(inner.param_groups):
-        raise ValueError(f"the checkpoint's optimiser has {saved} parameter group(s), this run's {len(inner.param_groups)}"
-                         ": resume with the run's --audio-lr-scale (1 gives one group, any other value two)")
+        raise ValueError(f"the checkpoint's optimiser has {saved} parameter group(s), this run's "
+                         f"{len(inner.param_groups)}: resume with the run's --audio-lr-scale (1 gives one group, any other value two)")
     optimizer.load_state_dict(state)
     for group, keep in zip(inner.param_groups, kernels):
         group.update(keep)
