@@ -236,6 +236,12 @@ def test_typed_api(served):
         assert params[name]["python_type"]["type"] == "int", (name, params[name]["python_type"])
     assert params["preset"]["python_type"]["type"] == "Literal['paper', 'fast', 'draft']"  # or empty
     assert "own_reference" not in params  # one reference_frame says it all
+    for endpoint in ("/lipsync", "/preview_first_frame"):  # the face to lip-sync: a point "X,Y", or the rule
+        face = {p["parameter_name"]: p for p in api[endpoint]["parameters"]}
+        assert list(face)[-2:] == ["face_point", "face_choice"]  # last: calls by position still work
+        assert face["face_point"]["python_type"]["type"] == "str" and face["face_point"]["parameter_default"] == ""
+        assert face["face_choice"]["python_type"]["type"] == "Literal['speaker', 'largest']"
+        assert face["face_choice"]["parameter_default"] == "speaker"
     assert [r["label"] for r in api["/lipsync"]["returns"]] == ["result", "side_by_side", "report"]
     assert api["/lipsync"]["returns"][2]["component"] == "Json"
     assert "Lip-sync a face video" in api["/lipsync"]["description"]
@@ -296,7 +302,8 @@ def test_audio_shorter_than_clip(served, media_dir, tmp_path):
     assert report["settings"] == {"preset": "custom", "scheduler": "ddim", "steps": 2, "deepcache_interval": 1,
                                   "seed": 7, "reference_frame": None, "batch_size": 16, "paste": "mouth",
                                   "pads": [0, 0, 0, 0], "audio_offset": 0, "detector": "opencv",
-                                  "compare_wav2lip": False, "score": False, "mouth_zoom": False}
+                                  "compare_wav2lip": False, "score": False, "mouth_zoom": False,
+                                  "face_choice": "speaker", "face_point": None}
     assert report["scores"] == {}  # no score asked for
 
 
@@ -326,6 +333,36 @@ def test_still_photo_is_held_for_the_whole_speech(served, media_dir, tmp_path):
     draft = PRESETS["draft"]
     assert (report["settings"]["preset"], report["settings"]["scheduler"], report["settings"]["steps"]) == \
         ("draft", draft.scheduler, draft.steps)
+
+
+def test_face_point_chooses_the_face_to_lip_sync(served, tmp_path, media_dir):
+    """/lipsync with face_point on the second face of a two-face photo: that mouth changes, the other does not."""
+    from gradio_client.exceptions import AppError
+    from test_app_face_choice import RIGHT_FACE, two_face_photo
+
+    from lipsync.media.detectors import get_detector
+
+    client, _ = served
+    photo = two_face_photo(tmp_path / "two_faces.png")
+    audio = cut_audio(media_dir / "tts_en.wav", tmp_path / "speech.wav", 0.4, start=0.5)
+    source = read_frames(photo, [0])[0]
+    result, _, report = call_lipsync(client, None, audio, photo=photo, steps=1, face_point="384,128")
+    assert report["settings"]["face_point"] == [384.0, 128.0] and report["settings"]["face_choice"] == "speaker"
+    synced = read_frames(result, [0])[0]
+    left, right = sorted(get_detector("opencv").detect(source[None])[0][:, :4].tolist())
+    assert left[2] < RIGHT_FACE[0] < right[2]
+    assert mouth_change(source, synced, right) > 3 * max(mouth_change(source, synced, left), 1.0)
+    with pytest.raises(AppError, match="X,Y"):
+        call_lipsync(client, None, audio, photo=photo, steps=1, face_point="384")
+    with pytest.raises(AppError, match="on no face"):  # the background
+        call_lipsync(client, None, audio, photo=photo, steps=1, face_point="5,250")
+
+
+def mouth_change(source, result, box) -> float:
+    """Mean absolute difference (0-255) of the lower half of the face ``box`` between two frames."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    mid = (y1 + y2) // 2
+    return float(np.abs(source[mid:y2, x1:x2].astype(int) - result[mid:y2, x1:x2].astype(int)).mean())
 
 
 def test_three_way_comparison_with_scores(served, media_dir, tmp_path):

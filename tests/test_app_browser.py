@@ -463,3 +463,67 @@ def test_phone_layout_and_faceless_photo(browser, served, tmp_path):
     if os.environ.get("LIPSYNC_SCREENSHOTS"):
         shutil.copy(shot, Path(os.environ["LIPSYNC_SCREENSHOTS"]) / "phone.png")
     page.close()
+
+
+# where a click at (x, y) pixels of the image lands on the page: the image is drawn whole inside its box
+# (object-fit: contain), as Gradio's own click handler assumes
+IMAGE_POINT_JS = """([selector, x, y]) => {
+    const img = document.querySelector(selector);
+    const r = img.getBoundingClientRect();
+    const scale = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight, 1);
+    return [r.left + (r.width - img.naturalWidth * scale) / 2 + (x + 0.5) * scale,
+            r.top + (r.height - img.naturalHeight * scale) / 2 + (y + 0.5) * scale];
+}"""
+
+
+def test_a_click_on_the_second_face_chooses_it(browser, served, media_dir, tmp_path):
+    """Step 3 with two faces: a click on the second face turns its box green and says so; a click on the
+    background says there is no face there and keeps the choice; Generate lip-syncs the face clicked."""
+    from test_app import mouth_change
+    from test_app_face_choice import LEFT_FACE, RIGHT_FACE, green, two_face_photo
+
+    from lipsync.media.detectors import get_detector
+    from lipsync.media.reader import read_frames
+
+    url, jobs = served
+    photo = two_face_photo(tmp_path / "two_faces.png")  # 512 x 256: the larger face on the left
+    speech = cut_audio(media_dir / "tts_en.wav", tmp_path / "speech.wav", 0.6, start=0.5)
+    page = browser.new_page(viewport=DESKTOP)
+    page.set_default_timeout(WAIT_MS)
+    page.goto(url)
+    page.get_by_text("Diff2Lip Studio").first.wait_for()
+    page.locator("#compare-wav2lip").first.wait_for(state="visible")  # the page's load check has answered
+    page.get_by_role("tab", name="Photo").click()
+    page.locator("#face-photo input[type=file]").set_input_files(photo)
+    page.locator("#face-check img").wait_for()
+    first = page.locator("#face-check img").get_attribute("src")
+    check = image_at(page, first)
+    assert green(check, 0, 256) > 100 and green(check, 256, 512) == 0  # no choice yet: the larger face
+    assert not visible(page, "#face-choice")
+
+    def click_image(x, y):
+        page.locator("#face-check img").scroll_into_view_if_needed()
+        page.mouse.click(*page.evaluate(IMAGE_POINT_JS, ["#face-check img", x, y]))
+
+    click_image(*RIGHT_FACE)
+    wait_text(page, "#face-choice", "Face 2 selected; click another face to change")
+    page.wait_for_function("(old) => { const img = document.querySelector('#face-check img');"
+                           " return img && img.src !== old; }", arg=first)
+    check = image_at(page, page.locator("#face-check img").get_attribute("src"))
+    assert green(check, 256, 512) > 100 and green(check, 0, 256) == 0  # the box of the face clicked is green
+    # the background: said beside the face; the choice stays
+    click_image(5, 250)
+    wait_text(page, "#face-message", "There is no face where you clicked")
+    assert "Face 2 selected" in page.locator("#face-choice").inner_text()
+
+    page.locator("#speech input[type=file]").set_input_files(speech)
+    wait_text(page, "#info", "photo, 0.6 s speech")
+    page.locator("#preset label", has_text="draft").click()
+    page.locator("#run").click()
+    wait_text(page, "#job-status", "Done")
+    result = max(jobs.glob("*/two_faces_diff2lip.mp4"), key=lambda p: p.stat().st_mtime)
+    source, synced = read_frames(photo, [0])[0], read_frames(result, [0])[0]
+    left, right = sorted(get_detector("opencv").detect(source[None])[0][:, :4].tolist())
+    assert left[0] < LEFT_FACE[0] < left[2] and right[0] < RIGHT_FACE[0] < right[2]
+    assert mouth_change(source, synced, right) > 3 * max(mouth_change(source, synced, left), 1.0)
+    page.close()

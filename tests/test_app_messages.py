@@ -116,7 +116,7 @@ def test_a_photo_without_a_face_is_said_about_a_photo_and_gets_no_estimate(tiny_
         assert engine_word not in face_note["value"], face_note["value"]
     assert status == texts.CHECK_NOTES  # the status points at the note instead of saying it twice
     # the face check on upload says the same words, and the info line then gives no time for that photo
-    _, _, note, _, _ = h.on_face(None, wall_photo, True, 0, "opencv", "0,0,0,0")
+    note = h.on_face(None, wall_photo, True, 0, "opencv", "0,0,0,0")[2]
     assert note["value"] == f"⚠️ {texts.NO_FACE_PHOTO}"
     info = h.info_text(None, wall_photo, speech, "draft", 25, "pingpong", False, False)
     assert "about" not in info and "photo with a face" in info

@@ -16,8 +16,8 @@ from lipsync.model import acceleration
 
 
 def test_overlap_default_is_the_measured_faster_one_for_the_core_count():
-    # measured with benchmarks/e2e.py on 2 cores: overlapped / sequential wall time 1.03 (geometric mean of five
-    # runs) and more CPU burnt -> sequential there; with the model on a GPU the CPU's stages hide behind it
+    # measured with benchmarks/e2e.py on 2 cores: overlapped / sequential wall time 1.13 (512 px) and 1.09
+    # (1080p) -> sequential there; with the model on a GPU the CPU's stages hide behind it
     assert not stages.overlap_by_default(2, model_on_gpu=False)
     assert not stages.overlap_by_default(1, model_on_gpu=False)
     assert stages.overlap_by_default(16, model_on_gpu=False)

@@ -1,7 +1,7 @@
 """The typed API: ``/lipsync`` and ``/preview_first_frame`` (also the MCP tools with ``--mcp-server``).
 
 Integers are integers, optional inputs are optional, one ``reference_frame`` (an integer, or empty for
-"each frame is its own reference"); ``/lipsync`` returns the result video, the side-by-side video and
+"each frame is its own reference"), one ``face_point`` ("X,Y" pixels, or empty); ``/lipsync`` returns the result video, the side-by-side video and
 the report as JSON. Problems raise ``gr.Error`` with a plain message; without the Diff2Lip weights, at once,
 with the command line's message.
 """
@@ -13,7 +13,7 @@ from typing import Optional
 import gradio as gr
 
 from lipsync.app.handlers import Handlers
-from lipsync.app.messages import user_errors
+from lipsync.app.messages import parse_face_point, user_errors
 from lipsync.app.jobs import JobCancelled
 
 
@@ -34,8 +34,8 @@ class Api:
                 seed: int = 7, scheduler: str = "ddim", batch_size: int = 8, paste: str = "mouth",
                 length_policy: str = "pingpong", pads: str = "0,0,0,0", audio_offset: int = 0,
                 detector: str = "s3fd", compare_wav2lip: bool = False, wav2lip_video: Optional[str] = None,
-                score: bool = False, mouth_zoom: bool = False, request: gr.Request = None,
-                progress=gr.Progress()):
+                score: bool = False, mouth_zoom: bool = False, face_point: str = "", face_choice: str = "speaker",
+                request: gr.Request = None, progress=gr.Progress()):
         """Lip-sync a face video (or a still photo) to speech with Diff2Lip.
 
         Args:
@@ -57,6 +57,10 @@ class Api:
             wav2lip_video: your own Wav2Lip result to show as the middle panel instead.
             score: LSE-D / LSE-C lip-sync scores (SyncNet) in the report.
             mouth_zoom: add a zoomed strip of each mouth to the side-by-side.
+            face_point: "X,Y", pixels in the reference frame (else frame 0): lip-sync the face there, followed
+                through the clip; empty: face_choice decides.
+            face_choice: "speaker" (one person throughout, the one who talks) or "largest" (the largest face of
+                every shot, for a scene with several speakers).
 
         Returns:
             result: the lip-synced video (MP4 with the speech).
@@ -76,7 +80,7 @@ class Api:
             preset=preset, steps=steps, reference_frame=reference_frame, seed=seed, scheduler=scheduler,
             batch_size=batch_size, paste=paste, length_policy=length_policy, pads=pads, audio_offset=audio_offset,
             detector=detector, compare_wav2lip=compare_wav2lip, wav2lip_video=wav2lip_video, score=score,
-            mouth_zoom=mouth_zoom)
+            mouth_zoom=mouth_zoom, face_point=parse_face_point(face_point), face_choice=face_choice)
         session = getattr(request, "session_hash", None) or ""
         with user_errors("lip-sync"):
             try:
@@ -89,7 +93,7 @@ class Api:
                 preset: Optional[str] = None, steps: int = 25, reference_frame: Optional[int] = None,
                 seed: int = 7, scheduler: str = "ddim", batch_size: int = 8, paste: str = "mouth",
                 length_policy: str = "pingpong", pads: str = "0,0,0,0", audio_offset: int = 0,
-                detector: str = "s3fd"):
+                detector: str = "s3fd", face_point: str = "", face_choice: str = "speaker"):
         """The first frame lip-synced (one frame through the model): a quick check of crop, mask and reference.
 
         Args:
@@ -107,6 +111,8 @@ class Api:
             pads: face box padding "top,bottom,left,right".
             audio_offset: frames.
             detector: s3fd or opencv.
+            face_point: "X,Y", pixels in the reference frame (else frame 0): the face to lip-sync; empty: none.
+            face_choice: "speaker" or "largest", when no face_point is given.
 
         Returns:
             image: the first frame of the result (PNG).
@@ -118,6 +124,6 @@ class Api:
         options = self.h.make_options(
             preset=preset, steps=steps, reference_frame=reference_frame, seed=seed, scheduler=scheduler,
             batch_size=batch_size, paste=paste, length_policy=length_policy, pads=pads, audio_offset=audio_offset,
-            detector=detector)
+            detector=detector, face_point=parse_face_point(face_point), face_choice=face_choice)
         with user_errors("the first-frame preview"):
             return self.h.preview_job(face, audio, options)

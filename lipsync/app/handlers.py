@@ -13,6 +13,7 @@ import os
 import shutil
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -20,6 +21,7 @@ import gradio as gr
 import numpy as np
 
 from lipsync.app import texts
+from lipsync.app.face_choice import FaceChoiceHandlers, choice_note, for_display
 from lipsync.app.estimates import FPS, SpeedMeter, format_duration, gpu_seconds, job_gpu_seconds, plan_summary
 from lipsync.app.jobs import JobCancelled, JobFolders, StopSwitch, progress_reporter
 from lipsync.app.messages import face_problem, note, parse_pads, plain, user_errors
@@ -51,7 +53,7 @@ def on_gpu(fn, duration):
     return spaces.GPU(duration=duration)(fn)
 
 
-class Handlers:
+class Handlers(FaceChoiceHandlers):
     """The app's behaviour around one ``engine``. See ``lipsync.app.layout.build_demo`` for the wiring."""
 
     def __init__(self, engine: LipSyncEngine, *, max_seconds: Optional[float], keep_jobs: int = 3,
@@ -194,8 +196,9 @@ class Handlers:
     def make_options(self, *, preset=None, steps=25, reference_frame=None, seed=7, scheduler="ddim", batch_size=8,
                      paste="mouth", length_policy="pingpong", pads="0,0,0,0", audio_offset=0, detector="s3fd",
                      compare_wav2lip=False, wav2lip_video=None, score=False, mouth_zoom=False,
-                     compile_model=False, audio_guidance=1.0) -> JobOptions:
-        """JobOptions from control values (``preset`` None or "custom": ``steps`` and ``scheduler`` apply)."""
+                     compile_model=False, audio_guidance=1.0, face_point=None, face_choice="speaker") -> JobOptions:
+        """JobOptions from control values (``preset`` None or "custom": ``steps`` and ``scheduler`` apply;
+        ``face_point`` (x, y) pixels of the reference frame, else frame 0, or None)."""
         options = JobOptions(
             preset=None if preset in (None, "", CUSTOM) else preset, num_inference_steps=int(steps or 25),
             reference_frame=None if reference_frame is None or reference_frame == "" else int(reference_frame),
@@ -204,7 +207,8 @@ class Handlers:
             side_by_side=True, max_seconds=self.max_seconds, compare_wav2lip=bool(compare_wav2lip),
             wav2lip_checkpoint=self.wav2lip_checkpoint, wav2lip_video=wav2lip_video or None, score=bool(score),
             syncnet_checkpoint=self.syncnet_checkpoint, sync_expert=self.sync_expert, mouth_zoom=bool(mouth_zoom),
-            compile=bool(compile_model), audio_guidance=float(audio_guidance or 1.0))
+            compile=bool(compile_model), audio_guidance=float(audio_guidance or 1.0),
+            face_point=None if face_point is None else tuple(face_point), face_choice=face_choice or "speaker")
         try:
             options.validate()
         except ValueError as exc:
@@ -224,11 +228,11 @@ class Handlers:
     # -- the face, the speech and the info line --------------------------------------------------------------
     def on_face(self, video, photo, own_reference, reference_frame, detector, pads):
         """After an upload: reference slider, face check, the note beside the face, the tab that shows it,
-        the number of frames."""
+        the number of frames, the face chosen (none: a new face starts without a choice) and its note."""
         path = video or photo
         tab = gr.update(selected="photo" if photo and not video else "video") if path else gr.update()
         if not path:
-            return gr.update(maximum=1, value=0), None, note(""), tab, 1
+            return gr.update(maximum=1, value=0), None, note(""), tab, 1, None, choice_note(None)
         try:
             count = self.face_frames(path)
             last = max(count - 1, 0)
@@ -237,16 +241,16 @@ class Handlers:
             index = 0 if own_reference else clamped
             image, found = self.engine.face_check(path, index, JobOptions(detector=detector, pads=parse_pads(pads)))
         except gr.Error as exc:
-            return gr.update(), None, note(exc.message), tab, gr.update()
+            return gr.update(), None, note(exc.message), tab, gr.update(), None, choice_note(None)
         except LipSyncError as exc:
-            return gr.update(maximum=1, value=0), None, note(plain(exc)), tab, 1
+            return gr.update(maximum=1, value=0), None, note(plain(exc)), tab, 1, None, choice_note(None)
         message = ""
         is_photo = bool(photo and not video)
         (self._faceless.add if is_photo and not found else self._faceless.discard)(str(path))
         if not found:
             message = texts.NO_FACE_PHOTO if is_photo else texts.NO_FACE_IN_FRAME.format(index=index)
         slider = gr.update(maximum=max(last, 1), **({"value": clamped} if clamped != chosen else {}))
-        return slider, image, note(message), tab, count
+        return slider, for_display(image), note(message), tab, count, None, choice_note(None)
 
     @staticmethod
     def clamp_frame(value, frames):
@@ -258,26 +262,31 @@ class Handlers:
         index = min(max(int(round(number)), 0), max(int(frames or 1) - 1, 0))
         return gr.update() if number == index else index  # in range: leave a dragged slider alone
 
-    def on_reference(self, video, photo, own_reference, reference_frame, detector, pads):
+    def on_reference(self, video, photo, own_reference, reference_frame, detector, pads, face_point=None):
         """The face check of the chosen reference frame (frame 0 when each frame is its own reference), after a
-        released slider, another detector or new padding. The slider itself is left as the user set it."""
+        released slider, another detector or new padding: (Check image, face note, face chosen, its note). The
+        slider itself is left as the user set it. A chosen face (``face_point``: another detector or padding)
+        stays chosen while a face is there; another frame is checked without one."""
         path = video or photo
         if not path:
-            return None, note("")
+            return None, note(""), None, choice_note(None)
         try:
-            last = max(self.face_frames(path) - 1, 0)
-            index = 0 if own_reference else min(max(int(reference_frame or 0), 0), last)
-            image, found = self.engine.face_check(path, index, JobOptions(detector=detector, pads=parse_pads(pads)))
+            index = self.check_index(path, own_reference, reference_frame)
+            options = JobOptions(detector=detector, pads=parse_pads(pads))
+            face = self.chosen_number(path, index, detector, face_point)
+            if face is None:
+                face_point = None
+            image, found = self.engine.face_check(path, index, replace(options, face_point=face_point))
         except gr.Error as exc:
-            return gr.update(), note(exc.message)
+            return gr.update(), note(exc.message), face_point, gr.update()
         except LipSyncError as exc:
-            return gr.update(), note(plain(exc))
+            return gr.update(), note(plain(exc)), face_point, gr.update()
         is_photo = bool(photo and not video)
         (self._faceless.add if is_photo and not found else self._faceless.discard)(str(path))
         message = ""
         if not found:
             message = texts.NO_FACE_PHOTO if is_photo else texts.NO_FACE_IN_FRAME.format(index=index)
-        return image, note(message)
+        return for_display(image), note(message), face_point, choice_note(face)
 
     def on_speech(self, audio):
         """The note beside the speech input after an upload or recording."""
@@ -438,7 +447,7 @@ class Handlers:
 
     def on_run(self, video, photo, audio, own_reference, reference_frame, preset, steps, scheduler, seed,
                batch_size, paste, length_policy, pads, audio_offset, detector, compare_wav2lip, wav2lip_video,
-               score, mouth_zoom, compile_model, audio_guidance=1.0, request: gr.Request = None,
+               score, mouth_zoom, compile_model, audio_guidance=1.0, face_point=None, request: gr.Request = None,
                progress=gr.Progress()):
         """Generate from the page. Returns (status, side by side, result, download, report table, scores,
         report JSON, result tab, face note, speech note, first frame). Never raises: every problem is said in
@@ -458,7 +467,7 @@ class Handlers:
                 scheduler=scheduler, batch_size=batch_size, paste=paste, length_policy=length_policy, pads=pads,
                 audio_offset=audio_offset, detector=detector, compare_wav2lip=compare_wav2lip,
                 wav2lip_video=wav2lip_video if compare_wav2lip else None, score=score, mouth_zoom=mouth_zoom,
-                compile_model=compile_model, audio_guidance=audio_guidance)
+                compile_model=compile_model, audio_guidance=audio_guidance, face_point=face_point)
             report, data = self.lipsync(face, audio, options, progress, request.session_hash or "")
         except gr.Error as exc:  # a setting that cannot work (padding, the comparison's weights)
             return ("⚠️ " + exc.message, *nothing, face_note, speech_note, skip)
@@ -497,7 +506,7 @@ class Handlers:
         return str(report.side_by_side), str(report.output), report_markdown(data)
 
     def on_preview_first(self, video, photo, audio, own_reference, reference_frame, preset, steps, scheduler, seed,
-                         batch_size, paste, length_policy, pads, audio_offset, detector):
+                         batch_size, paste, length_policy, pads, audio_offset, detector, face_point=None):
         """Frame 0 lip-synced: (status, first frame, result tab, face note, speech note). Problems are said as
         Generate says them."""
         skip = gr.update()
@@ -512,7 +521,7 @@ class Handlers:
             options = self.make_options(
                 preset=preset, steps=steps, reference_frame=None if own_reference else reference_frame, seed=seed,
                 scheduler=scheduler, batch_size=batch_size, paste=paste, length_policy=length_policy, pads=pads,
-                audio_offset=audio_offset, detector=detector)
+                audio_offset=audio_offset, detector=detector, face_point=face_point)
             image = self.preview_job(face, audio, options)
         except gr.Error as exc:
             return "⚠️ " + exc.message, skip, skip, face_note, speech_note

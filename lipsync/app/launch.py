@@ -14,10 +14,9 @@ import argparse
 import importlib.util
 import logging
 import os
-import sys
 
 from lipsync.app.layout import build_demo
-from lipsync.console import configure_logging
+from lipsync.console import command_name, configure_logging
 from lipsync.engine import LipSyncEngine
 from lipsync.media.detectors import DETECTORS
 
@@ -39,8 +38,7 @@ def on_spaces() -> bool:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "app.py"
-    parser = argparse.ArgumentParser(prog="python -m lipsync.app" if invoked == "__main__.py" else invoked,
+    parser = argparse.ArgumentParser(prog=command_name("python app.py"),
                                      description="Diff2Lip Studio web app")
     parser.add_argument("--checkpoint", default=None,
                         help="pipeline folder, original .pt, or Hub repo (default: $LIPSYNC_CHECKPOINT or the paper's)")

@@ -17,7 +17,7 @@ from lipsync.app import texts
 from lipsync.app.api import Api
 from lipsync.app.handlers import CUSTOM, PRESET_CHOICES, Handlers
 from lipsync.engine import LipSyncEngine
-from lipsync.job import LENGTH_POLICIES, PASTE_MODES, SCHEDULERS
+from lipsync.job import FACE_CHOICES, LENGTH_POLICIES, PASTE_MODES, SCHEDULERS
 from lipsync.media.detectors import DETECTORS
 from lipsync.model.presets import DEFAULT_PRESET, PRESETS
 
@@ -161,8 +161,10 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
 
                 gr.Markdown(texts.step_title("check"), elem_id="step-check")
                 face_check = gr.Image(label="Face check", interactive=False, elem_id="face-check", height=260,
-                                      show_label=False, alt_text="Face check: the face found, boxed in green, "
-                                                                 "and the shaded region the model repaints")
+                                      show_label=False, alt_text="Face check: the face used, boxed in green (click "
+                                      "another face to choose it), and the shaded region the model repaints")
+                face_choice_note = gr.Markdown(visible=False, elem_id="face-choice")
+                face_point = gr.State(None)  # the face clicked in the Check image: (x, y) pixels of its frame
                 own_reference = gr.Checkbox(value=True, label="Each frame is its own reference",
                                             info="the paper's setting; untick to show the model one chosen frame",
                                             elem_id="own-reference")
@@ -260,6 +262,9 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
                 audio_offset=gr.Number(0, precision=0, label="audio_offset"),
                 detector=gr.Dropdown(list(DETECTORS), value=default_detector, label="detector"),
             )
+            api_face = dict(  # last, so that calls that give the other inputs by position still work
+                face_point=gr.Textbox("", label="face_point"),
+                face_choice=gr.Dropdown(list(FACE_CHOICES), value="speaker", label="face_choice"))
             api_extra = dict(
                 compare_wav2lip=gr.Checkbox(False, label="compare_wav2lip"),
                 wav2lip_video=gr.Video(label="wav2lip_video"),
@@ -268,10 +273,10 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
             api_image = gr.Image(label="image")
             api_button = gr.Button("api")
         api = Api(h)
-        api_button.click(api.lipsync, [*api_in.values(), *api_extra.values()], api_out, api_name="lipsync",
-                         concurrency_id="model")
-        api_button.click(api.preview, list(api_in.values()), api_image, api_name="preview_first_frame",
-                         concurrency_id="model")
+        api_button.click(api.lipsync, [*api_in.values(), *api_extra.values(), *api_face.values()], api_out,
+                         api_name="lipsync", concurrency_id="model")
+        api_button.click(api.preview, [*api_in.values(), *api_face.values()], api_image,
+                         api_name="preview_first_frame", concurrency_id="model")
 
         # -- the page's events -------------------------------------------------------------------------------
         private = dict(api_visibility="private")
@@ -284,12 +289,13 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
 
         face_inputs = [video, photo, own_reference, reference_frame, detector, pads]
         frames = gr.State(1)  # frames of the face upload (1: a photo)
-        face_outputs = [reference_frame, face_check, face_message, face_tabs, frames]
+        choice = [face_point, face_choice_note]  # a new face or frame starts without a chosen face
+        face_outputs = [reference_frame, face_check, face_message, face_tabs, frames, *choice]
         for face_input, other in ((video, photo), (photo, video)):
             refresh_info(face_input.change(h.on_face, face_inputs, face_outputs, concurrency_id="preview", **private))
             face_input.upload(lambda: None, None, other, queue=False, **private)  # one face at a time: the newest
         check_inputs = [video, photo, own_reference, reference_frame, detector, pads]
-        check_outputs = [face_check, face_message]
+        check_outputs = [face_check, face_message, *choice]
         # the slider: a value out of range (typed) is clamped, nothing else is written back; the face check
         # follows when it is released (mouse, touch, or Enter and the arrow keys: PAGE_JS)
         reference_frame.input(h.clamp_frame, [reference_frame, frames], reference_frame, preprocess=False,
@@ -298,8 +304,12 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
                                 trigger_mode="always_last", show_progress="minimal", **private)
         own_reference.change(lambda own: gr.update(visible=not own), own_reference, reference_frame, **private).then(
             h.on_reference, check_inputs, check_outputs, concurrency_id="preview", **private)
-        detector.change(h.on_reference, check_inputs, check_outputs, concurrency_id="preview", **private)
-        pads.submit(h.on_reference, check_inputs, check_outputs, concurrency_id="preview", **private)
+        # another detector or padding keeps the chosen face (while a face is there); a click chooses one
+        detector.change(h.on_reference, [*check_inputs, face_point], check_outputs, concurrency_id="preview",
+                        **private)
+        pads.submit(h.on_reference, [*check_inputs, face_point], check_outputs, concurrency_id="preview", **private)
+        face_check.select(h.on_face_click, [*check_inputs, face_point], check_outputs, concurrency_id="preview",
+                          trigger_mode="always_last", show_progress="minimal", **private)
         refresh_info(audio.change(h.on_speech, audio, speech_message, show_progress="hidden", **private))
         refresh_info(preset.change(lambda p: gr.update(visible=p == CUSTOM), preset, custom_row, **private))
         for control in (steps, scheduler, length_policy, score):
@@ -316,7 +326,7 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
         demo.load(h.on_load, None, [weights_message, run_button, preview_button, compare_wav2lip, wav2lip_note, score,
                                     syncnet_note], **private)
 
-        preview_button.click(h.on_preview_first, job_inputs,
+        preview_button.click(h.on_preview_first, [*job_inputs, face_point],
                              [status, first_frame, result_tabs, face_message, speech_message], concurrency_id="model",
                              show_progress_on=[status], js=SCROLL_TO_RESULTS_JS, **private)
         # Generate: the old results go and Generate is off at once, then the job, then Generate is on again
@@ -324,7 +334,7 @@ def build_demo(engine: LipSyncEngine, *, max_seconds: Optional[float] = 60.0, de
         run_event = run_button.click(
             h.on_start, None, [status, *shown_results, run_button, stop_button], queue=False, show_progress="hidden",
             js=SCROLL_TO_RESULTS_JS, **private).then(
-            h.on_run, [*job_inputs, *extra_inputs],
+            h.on_run, [*job_inputs, *extra_inputs, face_point],
             [status, side_by_side, result, download, report_md, scores, report_json, result_tabs, face_message,
              speech_message, first_frame], concurrency_id="model", show_progress_on=[status], **private)
         run_event.then(h.on_finish, status, [status, run_button, stop_button], queue=False, show_progress="hidden",

@@ -33,6 +33,21 @@ def parse_pads(text: Optional[str]) -> Tuple[int, int, int, int]:
     return pads
 
 
+def parse_face_point(text: Optional[str]) -> Optional[Tuple[float, float]]:
+    """'X,Y' pixels (commas or spaces; empty = no choice) -> (x, y), or None."""
+    parts = (text or "").replace(",", " ").split()
+    if not parts:
+        return None
+    try:
+        point = tuple(float(p) for p in parts)
+    except ValueError:
+        point = ()
+    if len(point) != 2 or min(point) < 0:
+        raise gr.Error(f"The face point must be 'X,Y', pixels in the reference frame (else frame 0), e.g. "
+                       f"'320,180'; got {text!r}", print_exception=False)
+    return point
+
+
 def plain(exc: Exception) -> str:
     """An engine error as a sentence: its own message (the command line's too), with a capital letter unless it
     starts with a file's name."""
@@ -46,6 +61,8 @@ def plain(exc: Exception) -> str:
 def face_problem(exc: NoFaceError, is_photo: bool) -> str:
     """The engine's "no face" error in the words of the face check (a photo, a video, a frame of it)."""
     message = str(exc)
+    if "face point" in message:  # the face chosen in the Check image (or the API's face_point)
+        return texts.NO_FACE_AT_CLICK
     mouth = "mouth is outside" in message
     frame = re.search(r"reference frame (\d+)", message)
     if frame and not is_photo:

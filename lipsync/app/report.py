@@ -38,7 +38,9 @@ def report_data(report: JobReport, options: JobOptions, plan: Optional[ClipPlan]
                      "reference_frame": options.reference_frame, "batch_size": options.batch_size,
                      "paste": options.paste, "pads": list(options.pads), "audio_offset": options.audio_offset,
                      "detector": options.detector, "compare_wav2lip": options.with_wav2lip,
-                     "score": options.score, "mouth_zoom": options.mouth_zoom},
+                     "score": options.score, "mouth_zoom": options.mouth_zoom, "face_choice": options.face_choice,
+                     "face_point": None if options.face_point is None else [round(float(v), 1)
+                                                                            for v in options.face_point]},
         "scores": report.scores,
         "warnings": list(report.warnings),  # e.g. frames that could not be decoded cleanly
     }

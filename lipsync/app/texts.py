@@ -21,7 +21,8 @@ CONSENT = ("**Consent:** only lip-sync people who agreed to it, and never to imp
 STEPS = {
     "face": ("1 · Face", "A video or a photo of one person facing the camera."),
     "speech": ("2 · Speech", "Upload a recording or use the microphone; clear speech works best."),
-    "check": ("3 · Check", "Green box: the face found. Shaded: the region the model repaints."),
+    "check": ("3 · Check", "Green box: the face found (with several faces, click one to choose it). Shaded: "
+                           "the region the model repaints."),
     "generate": ("4 · Generate", "Choose how carefully to sample, then press Generate."),
 }
 
@@ -37,6 +38,7 @@ STOPPED = "Stopped. Nothing was kept; change what you like and press Generate ag
 CHECK_NOTES = "⚠️ Something is missing or wrong above: see the note beside it."
 PREVIEWING = "Lip-syncing the first frame…"
 PREVIEW_DONE = "The first frame, lip-synced, is in the First frame tab."
+FACE_SELECTED = "Face {face} selected; click another face to change."
 
 # the Diff2Lip weights: the header's note when they cannot be had (``message`` is the command line's)
 WEIGHTS_MISSING = ("⚠️ **Generate is off: this server has no Diff2Lip weights.** {message} Then start the app "
@@ -55,6 +57,7 @@ MOUTH_OUT_VIDEO = ("The mouth is outside the picture in this video. Use a video 
                    "visible.")
 MOUTH_OUT_IN_FRAME = ("The mouth is outside the picture in frame {index} of this video. Choose another reference "
                       "frame.")
+NO_FACE_AT_CLICK = "There is no face where you clicked in the Check image. Click inside a face's box."
 SPEECH_TOO_SHORT = ("This speech is {seconds:.2f} s long; at least {minimum:g} s is needed. Upload or record a "
                     "longer one.")
 SPEECH_TOO_LONG = ("This speech is {seconds:.1f} s long; this server takes at most {maximum:g} s. Trim it and "

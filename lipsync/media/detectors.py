@@ -222,7 +222,7 @@ def _find_cascade() -> tuple[str, object]:
     raise WeightsUnavailableError(
         f"no bundled OpenCV face cascade was found (OpenCV {cv2.__version__} has no "
         "haarcascade_frontalface_default.xml and scikit-image is missing); "
-        "run 'pip install scikit-image' or 'pip install \"opencv-python-headless<5\"', "
+        "run 'pip install scikit-image' or 'pip install --force-reinstall --no-deps \"opencv-contrib-python<5\"', "
         "or choose the 's3fd' detector"
     )
 

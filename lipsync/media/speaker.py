@@ -243,4 +243,4 @@ def frame_choice(boxes: np.ndarray, point=None) -> tuple[np.ndarray, Optional[in
     chosen = int(np.argmax(box_area(boxes)))
     if len(boxes) == 1:
         return boxes, chosen, ""
-    return boxes, chosen, f"face {chosen + 1} of {len(boxes)} is used (largest); choose with --face X,Y"
+    return boxes, chosen, f"face {chosen + 1} of {len(boxes)} is used (largest); click a face to choose it"

@@ -28,11 +28,11 @@ class _Stop(Exception):
 
 
 # benchmarks/e2e.py's A/B ratio (overlapped over sequential wall time, both in one run, identical outputs) on a
-# 2-core EPYC shared with other jobs (load average 10-14), small64_h200 on the CPU: 0.71, 0.80, 0.93 and 1.44;
-# the run on such a machine: 1.52. Geometric mean 1.03: no gain from overlapping, and in the slow runs
-# the overlapped job burnt 12% more CPU (torch's threads and the stage threads take turns on 2 cores). On a CPU
-# the model keeps every core busy, so other stages can only hide behind it where cores are left over; with the
-# model on a GPU they hide behind it on any CPU.
+# 2-core EPYC shared with other jobs, small64_h200 on the CPU, 16 frames: at the lightest load seen (load average
+# 4) 1.13 at 512 px and 1.09 at 1080p, sequential faster in both; under heavy load (10-14) the other jobs
+# dominated and it ranged from 0.63 to 1.44 (the run: 1.52). On a CPU the model keeps every core busy
+# through torch's threads, so the other stages can hide behind it only where cores are left over; with the model
+# on a GPU they hide behind it on any CPU.
 SEQUENTIAL_MAX_CORES = 2  # on a CPU with at most this many cores, stages run one after another by default
 
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from lipsync.errors import NoFaceError
 from lipsync.media.boxes import box_area, box_centre, box_iou, box_side
-from lipsync.media.detectors import KEYPOINT_NAMES, MOUTH, FaceDetector
+from lipsync.media.detectors import FaceDetector
+from lipsync.media.keypoints import mouth_in_frame  # the mouth check, shared with face_check
 
 
 @dataclass
@@ -344,9 +345,6 @@ def face_boxes(
     """
     boxes, valid, _, _ = boxes_from_detections(detector.detect(frames), np.shape(frames), config, source)
     return boxes, valid
-
-
-from lipsync.media.keypoints import mouth_in_frame  # noqa: E402  (the mouth check, shared with face_check)
 
 
 def boxes_from_detections(
