@@ -450,8 +450,9 @@ class Handlers(FaceChoiceHandlers):
                score, mouth_zoom, compile_model, audio_guidance=1.0, face_point=None, request: gr.Request = None,
                progress=gr.Progress()):
         """Generate from the page. Returns (status, side by side, result, download, report table, scores,
-        report JSON, result tab, face note, speech note, first frame). Never raises: every problem is said in
-        the status line or in the note beside its input."""
+        report JSON, result tab, face note, speech note, first frame). ``face_point``: the face clicked in the
+        Check image, or None. Never raises: every problem is said in the status line or in the note beside its
+        input."""
         skip = gr.update()
         face_note, speech_note, status = self.input_problems(video, photo, audio)
         nothing = (skip,) * 7

@@ -60,7 +60,8 @@ def report_markdown(data: Dict[str, Any]) -> str:
                   f"of {faces['source_frames']} source frames"),
         ("Time", f"{seconds['total']:.1f} s ({stages})"),
         ("Settings", f"{settings['preset']}: {settings['scheduler']} {settings['steps']} steps, seed "
-                     f"{settings['seed']}, reference {reference}, paste {settings['paste']}"),
+                     f"{settings['seed']}, reference {reference}, paste {settings['paste']}"
+                     + (", face at {:g},{:g}".format(*settings["face_point"]) if settings.get("face_point") else "")),
     ]
     rows += [("Warning", warning) for warning in data.get("warnings", [])]
     table = "| Item | Value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)

@@ -21,8 +21,8 @@ CONSENT = ("**Consent:** only lip-sync people who agreed to it, and never to imp
 STEPS = {
     "face": ("1 · Face", "A video or a photo of one person facing the camera."),
     "speech": ("2 · Speech", "Upload a recording or use the microphone; clear speech works best."),
-    "check": ("3 · Check", "Green box: the face found (with several faces, click one to choose it). Shaded: "
-                           "the region the model repaints."),
+    "check": ("3 · Check", ("Green box: the face found (with several faces, click one to choose it). Shaded: "
+                            "the region the model repaints.")),
     "generate": ("4 · Generate", "Choose how carefully to sample, then press Generate."),
 }
 
