@@ -352,6 +352,13 @@ def test_face_point_chooses_the_face_to_lip_sync(served, tmp_path, media_dir):
     left, right = sorted(get_detector("opencv").detect(source[None])[0][:, :4].tolist())
     assert left[2] < RIGHT_FACE[0] < right[2]
     assert mouth_change(source, synced, right) > 3 * max(mouth_change(source, synced, left), 1.0)
+    # the one-frame preview takes the same point
+    from gradio_client import handle_file
+
+    image = client.predict(audio=handle_file(str(audio)), photo=handle_file(str(photo)), steps=1, batch_size=1,
+                           detector="opencv", face_point="384,128", api_name="/preview_first_frame")
+    previewed = read_frames(image, [0])[0]
+    assert mouth_change(source, previewed, right) > 3 * max(mouth_change(source, previewed, left), 1.0)
     with pytest.raises(AppError, match="X,Y"):
         call_lipsync(client, None, audio, photo=photo, steps=1, face_point="384")
     with pytest.raises(AppError, match="on no face"):  # the background
