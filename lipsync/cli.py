@@ -27,13 +27,15 @@ def _reference(text: str) -> Optional[int]:
 
 
 def _face_point(text: str) -> tuple:
+    from lipsync.job import parse_face_point
+
     try:
-        x, y = (float(v) for v in text.split(","))
+        point = parse_face_point(text)
     except ValueError:
+        point = None
+    if point is None:
         raise argparse.ArgumentTypeError(f"--face must be a point X,Y in pixels, e.g. 320,180; got {text!r}")
-    if x < 0 or y < 0:
-        raise argparse.ArgumentTypeError(f"--face must be a point X,Y in pixels, e.g. 320,180; got {text!r}")
-    return (x, y)
+    return point
 
 
 def build_parser(batch: bool = False) -> argparse.ArgumentParser:

@@ -204,6 +204,22 @@ class JobReport:
         return compare.scores_markdown(self.scores)
 
 
+def parse_face_point(text: Optional[str]) -> Optional[Tuple[float, float]]:
+    """'X,Y' pixels (a comma or spaces; empty: no choice) -> (x, y) for ``JobOptions.face_point``, or None.
+
+    A ValueError names the expected form; the CLI (``--face``) and the app word it for their users."""
+    parts = (text or "").replace(",", " ").split()
+    if not parts:
+        return None
+    try:
+        point = tuple(float(p) for p in parts)
+    except ValueError:
+        point = ()
+    if len(point) != 2 or min(point) < 0:
+        raise ValueError(f"a face point is X,Y in pixels, e.g. 320,180; got {text!r}")
+    return point
+
+
 def source_indices(num_source: int, num_output: int, policy: str) -> np.ndarray:
     """Source frame index of every output frame: forward, then (pingpong) backward and forward again,
     or (loop) from the start again. (num_output,) int64."""

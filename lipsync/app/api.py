@@ -13,8 +13,8 @@ from typing import Optional
 import gradio as gr
 
 from lipsync.app.handlers import Handlers
-from lipsync.app.messages import parse_face_point, user_errors
 from lipsync.app.jobs import JobCancelled
+from lipsync.app.messages import parse_face_point, user_errors
 
 
 class Api:

@@ -21,8 +21,8 @@ import gradio as gr
 import numpy as np
 
 from lipsync.app import texts
-from lipsync.app.face_choice import FaceChoiceHandlers, choice_note, for_display
 from lipsync.app.estimates import FPS, SpeedMeter, format_duration, gpu_seconds, job_gpu_seconds, plan_summary
+from lipsync.app.face_choice import FaceChoiceHandlers, choice_note, for_display
 from lipsync.app.jobs import JobCancelled, JobFolders, StopSwitch, progress_reporter
 from lipsync.app.messages import face_problem, note, parse_pads, plain, user_errors
 from lipsync.app.report import report_data, report_markdown

@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 
 import gradio as gr
 
+from lipsync import job
 from lipsync.app import texts
 from lipsync.errors import LipSyncError, NoFaceError
 
@@ -34,18 +35,12 @@ def parse_pads(text: Optional[str]) -> Tuple[int, int, int, int]:
 
 
 def parse_face_point(text: Optional[str]) -> Optional[Tuple[float, float]]:
-    """'X,Y' pixels (commas or spaces; empty = no choice) -> (x, y), or None."""
-    parts = (text or "").replace(",", " ").split()
-    if not parts:
-        return None
+    """'X,Y' pixels (commas or spaces; empty = no choice) -> (x, y), or None (lipsync.job.parse_face_point)."""
     try:
-        point = tuple(float(p) for p in parts)
+        return job.parse_face_point(text)
     except ValueError:
-        point = ()
-    if len(point) != 2 or min(point) < 0:
         raise gr.Error(f"The face point must be 'X,Y', pixels in the reference frame (else frame 0), e.g. "
-                       f"'320,180'; got {text!r}", print_exception=False)
-    return point
+                       f"'320,180'; got {text!r}", print_exception=False) from None
 
 
 def plain(exc: Exception) -> str:
