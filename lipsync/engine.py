@@ -431,8 +431,8 @@ class LipSyncEngine:
 
         wanted = options.compile  # None: the engine's choice, else on a GPU for clips long enough to repay it
         if wanted is None:
-            wanted = self.compile or acceleration.compile_pays_off(pipe.device, int(plan.valid[plan.src].sum()),
-                                                                   steps_per_frame)
+            frames = int(plan.valid[plan.src].sum())
+            wanted = self.compile or acceleration.compile_pays_off(getattr(pipe, "device", "cpu"), frames, steps_per_frame)
         if wanted and not acceleration.is_compiled(pipe):
             acceleration.compile_pipeline(pipe, notify=lambda message: (logger.warning(message),
                                                                         notify("diffusion", 0.0, message)))

@@ -264,7 +264,8 @@ def test_user_session(browser, served, media_dir, tmp_path):
     # readable and announced: hints and footer at 4.5:1 or more, the status line read out when it changes,
     # nothing to stop yet, no weights note (the weights are here)
     check_readable(page)
-    assert page.locator("#job-status").get_attribute("aria-live") == "polite"
+    # (set by the page's load script: wait for it rather than racing it on a busy machine)
+    page.wait_for_function("() => document.getElementById('job-status')?.getAttribute('aria-live') === 'polite'")
     assert page.locator("#stop").is_disabled() and page.locator("#run").is_enabled()
     assert not visible(page, "#weights-message")
     # the keyboard's focus on a checkbox is drawn plainly
