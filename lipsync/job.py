@@ -170,8 +170,11 @@ class JobReport:
         """One line for the CLI: output, length, size, the source timeline, the per-source-frame face counts and the
         time taken (wall time, and the stage times' sum, which is larger when stages overlap)."""
         total = sum(self.seconds.values())
-        took = (f"{self.wall_seconds:.1f} s (stage times add up to {total:.1f} s: stages overlap)"
-                if self.wall_seconds is not None else f"{total:.1f} s")
+        if self.wall_seconds is None:
+            took = f"{total:.1f} s"
+        else:  # the stages' sum is larger when they overlap, smaller by the set-up between them when they do not
+            why = "stages overlap" if total > self.wall_seconds else "the rest is set-up between stages"
+            took = f"{self.wall_seconds:.1f} s (stage times add up to {total:.1f} s: {why})"
         timeline = self.timeline()
         per_source = "per source frame: " if timeline or self.source_frames != self.frames else ""
         return (f"{self.output}: {self.frames} frames at {self.fps:g} fps ({self.duration:.2f} s, "

@@ -116,3 +116,16 @@ def test_engine_applies_the_defaults_it_chose(media_dir, tmp_path, monkeypatch):
     engine.run(media_dir / "pub_video1_retalking_face2.mp4", tmp_path / "speech.wav", tmp_path / "again.mp4",
                JobOptions(num_inference_steps=2, detector="opencv", side_by_side=False, overlap=True, compile=False))
     assert runs == ["overlapped"] and compiled == []  # what the job asks for wins
+
+
+def test_summary_says_why_the_stage_times_differ_from_the_wall_time():
+    """Overlapped stages add up to more than the wall time; sequential ones to less (set-up runs between them)."""
+    from lipsync.job import JobReport
+
+    def summary(wall):
+        return JobReport(output=None, side_by_side=None, frames=10, fps=25.0, width=8, height=8, faces_found=10,
+                         faces_missing=0, faces_interpolated=0, seconds={"decode": 2.0, "diffusion": 8.0},
+                         wall_seconds=wall).summary()
+
+    assert "8.0 s (stage times add up to 10.0 s: stages overlap)" in summary(8.0)
+    assert "12.0 s (stage times add up to 10.0 s: the rest is set-up between stages)" in summary(12.0)
