@@ -201,19 +201,25 @@ class LipSyncEngine:
         """
         return self.face_check(video, frame_index, options)[0]
 
+    def frame_faces(self, video, frame_index: int, detector: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(frame, its detections, those whose whole mouth is in the picture) of frame ``frame_index`` (clamped)."""
+        source = FrameSource(Path(video))
+        try:
+            index = int(np.clip(frame_index, 0, source.num_frames - 1))
+            frame = source.read(index, index + 1)[0]
+        finally:
+            source.close()
+        found = self.detector(detector).detect(frame[None])[0]
+        return frame, found, (found[mouth_in_frame(found, frame.shape)] if len(found) else found)
+
     def face_check(self, video, frame_index: int = 0, options: Optional[JobOptions] = None) -> Tuple[np.ndarray, bool]:
         """(``preview_frame`` image, whether a face was found in that frame)."""
         options = options or JobOptions()
-        source = FrameSource(Path(video))
-        index = int(np.clip(frame_index, 0, source.num_frames - 1))
-        frame = source.read(index, index + 1)[0]
-        source.close()
-        detections = self.detector(options.detector).detect(frame[None])
+        frame, found, usable = self.frame_faces(video, frame_index, options.detector)
         canvas = frame.copy()
-        if len(detections[0]) == 0:
+        if len(found) == 0:
             cv2.putText(canvas, "no face found", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 0, 0), 3)
             return canvas, False
-        usable = detections[0][mouth_in_frame(detections[0], frame.shape)]  # keypoints: whole mouth seen
         if len(usable) == 0:
             cv2.putText(canvas, "mouth out of the picture", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 0, 0), 3)
             return canvas, False

@@ -8,7 +8,6 @@ boxes whose mouth is in the picture, numbered 1.. from left to right.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import cv2
@@ -55,18 +54,9 @@ def source_point(clicked: Optional[Sequence[float]], frame_size: Tuple[int, int]
 def frame_faces(engine, path, index: int, detector: str) -> Tuple[np.ndarray, Tuple[int, int]]:
     """The faces the face check numbers in frame ``index``: ((k, 4) boxes x1, y1, x2, y2 from left to right,
     (width, height) of the frame). Loads no model but the detector."""
-    from lipsync.media.source import FrameSource
     from lipsync.media.speaker import frame_choice
-    from lipsync.media.tracking import mouth_in_frame
 
-    source = FrameSource(Path(path))
-    try:
-        index = int(np.clip(index, 0, source.num_frames - 1))
-        frame = source.read(index, index + 1)[0]
-    finally:
-        source.close()
-    found = engine.detector(detector).detect(frame[None])[0]
-    usable = found[mouth_in_frame(found, frame.shape)] if len(found) else np.empty((0, 4))
+    frame, _, usable = engine.frame_faces(path, index, detector)
     boxes = frame_choice(usable)[0] if len(usable) else np.empty((0, 4))
     return boxes, (frame.shape[1], frame.shape[0])
 
